@@ -1,0 +1,48 @@
+"""The ``mopd-eval`` command: one subcommand per module, imported only when it runs.
+
+Each command module exposes ``add_arguments(parser)`` and ``run(args) -> int``. Keeping the
+imports lazy means ``mopd-eval contexts`` does not pay for torch, and a broken optional extra
+(vLLM) only affects the commands that need it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from mopd_eval.errors import InputError
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "contexts": ("mopd_eval.commands.contexts", "write the assembled teacher prompts for rollouts"),
+    "import": ("mopd_eval.commands.import_rollouts", "convert verl/SDPO dumps or candidate_responses.jsonl to rollout records"),
+    "signal-metrics": ("analysis.signal_metrics", "teacher-signal metrics, Table 7 and Figure 4 from a scores file"),
+    "diversity": ("mopd_eval.commands.diversity", "solution diversity of sample sets: Distinct-n, AST distance, self-BLEU"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="mopd-eval", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    chosen = argv[0] if argv else None
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        if name == chosen:
+            importlib.import_module(module).add_arguments(p)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    mod = importlib.import_module(args._module)
+    try:
+        return int(mod.run(args) or 0)
+    except InputError as e:
+        print(f"mopd-eval {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

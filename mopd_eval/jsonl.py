@@ -1,0 +1,147 @@
+"""JSONL reading with line numbers, and writers that never leave half a file behind.
+
+Two ways to write: ``write_jsonl_atomic`` for whole files (temp file in the same directory,
+fsync, rename), and ``AppendLog`` for long resumable runs, where each finished batch is
+appended and flushed so a kill loses at most the batch in flight and a torn last line is
+dropped (and reported) on the next read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from mopd_eval.errors import InputError
+
+
+def _json_default(obj: Any) -> Any:
+    # numpy scalars and paths show up in records written by analysis code.
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def dumps(obj: Any) -> str:
+    """One compact JSON line; NaN/inf become null so every reader can parse the file."""
+    return json.dumps(_finite(obj), ensure_ascii=False, default=_json_default)
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def iter_jsonl(path: str | Path, *, allow_torn_tail: bool = False) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line_number, object)`` for each non-blank line (1-based line numbers).
+
+    Raises ``InputError`` naming file and line for a line that is not a JSON object. With
+    ``allow_torn_tail`` a last line without a trailing newline that does not parse is treated as
+    the remains of a killed writer and skipped (used by resumable logs).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError("file not found", path=path)
+    with path.open("r", encoding="utf-8") as f:
+        lines = f.readlines()
+    for i, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as e:
+            if allow_torn_tail and i == len(lines) and not raw.endswith("\n"):
+                return
+            raise InputError(f"malformed JSON ({e.msg} at column {e.colno})", path=path, line=i) from None
+        if not isinstance(obj, dict):
+            raise InputError(f"expected a JSON object, got {type(obj).__name__}", path=path, line=i)
+        yield i, obj
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    return [obj for _, obj in iter_jsonl(path)]
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temp file and a rename: readers see old or new, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_jsonl_atomic(path: str | Path, rows: Iterable[dict]) -> int:
+    """Write rows as JSONL atomically; returns the number of rows written."""
+    lines = [dumps(r) for r in rows]
+    write_text_atomic(path, "".join(line + "\n" for line in lines))
+    return len(lines)
+
+
+def write_json_atomic(path: str | Path, obj: Any, *, indent: int = 2) -> None:
+    write_text_atomic(path, json.dumps(_finite(obj), indent=indent, ensure_ascii=False, default=_json_default) + "\n")
+
+
+class AppendLog:
+    """Append-only JSONL for resumable runs: ``done`` holds the rows already on disk.
+
+    A torn last line (a kill mid-write) is cut off when the log is opened, so appends never
+    glue onto half a record.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.done: list[dict] = []
+        if self.path.exists():
+            self.done = [obj for _, obj in iter_jsonl(self.path, allow_torn_tail=True)]
+            self._truncate_torn_tail()
+
+    def _truncate_torn_tail(self) -> None:
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            cut = data.rfind(b"\n") + 1
+            with self.path.open("r+b") as f:
+                f.truncate(cut)
+
+    def append(self, rows: Iterable[dict]) -> None:
+        text = "".join(dumps(r) + "\n" for r in rows)
+        if not text:
+            return
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
