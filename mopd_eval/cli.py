@@ -17,6 +17,8 @@ from mopd_eval.errors import InputError
 COMMANDS: dict[str, tuple[str, str]] = {
     "contexts": ("mopd_eval.commands.contexts", "write the assembled teacher prompts for rollouts"),
     "import": ("mopd_eval.commands.import_rollouts", "convert verl/SDPO dumps or candidate_responses.jsonl to rollout records"),
+    "rollouts": ("mopd_eval.commands.rollouts", "sample, verify and write rollout records for a task"),
+    "signal": ("analysis.signal_study", "the teacher-signal study end to end (the main job): scores, Table 7, Figure 4"),
     "signal-metrics": ("analysis.signal_metrics", "teacher-signal metrics, Table 7 and Figure 4 from a scores file"),
     "diversity": ("mopd_eval.commands.diversity", "solution diversity of sample sets: Distinct-n, AST distance, self-BLEU"),
 }

@@ -1,0 +1,214 @@
+"""``mopd-eval signal``: the teacher-signal study (the paper's Table 7 and Figure 4) in one command.
+
+rollouts -> peer contexts -> teacher scores (resumable) -> metrics -> Table 7, Figure 4, README.
+With no arguments it scores the rollout set shipped in the package with the embedded model under
+the seven paper conditions plus the ``random_peer``, ``score_ordered`` and ``feedback`` controls
+and writes everything into ``reports/signal/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from datetime import datetime, timezone
+from importlib.resources import files
+from pathlib import Path
+
+from analysis.teacher_scoring import file_sha256, score_rollouts
+from mopd_eval.contexts import PAPER_TEMPLATES, STUDY_CONDITIONS, load_spec_file, resolve_conditions
+from mopd_eval.errors import InputError
+from mopd_eval.jsonl import write_text_atomic
+from mopd_eval.records import group_rollouts, read_rollouts
+from mopd_eval.versions import package_versions
+
+DEFAULT_ROLLOUTS = "smollm2_signal_rollouts.jsonl"
+
+
+def default_rollouts() -> Path:
+    return Path(str(files("mopd_eval") / "data" / DEFAULT_ROLLOUTS))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rollouts", help="rollout JSONL (default: the set shipped with mopd-eval)")
+    p.add_argument(
+        "--model",
+        default="smollm2-135m",
+        help="teacher: HF directory or alias (default smollm2-135m)",
+    )
+    p.add_argument("--engine", choices=["hf", "vllm"], default="hf")
+    p.add_argument(
+        "--conditions", default=",".join(STUDY_CONDITIONS), help="comma-separated conditions"
+    )
+    p.add_argument("--spec", help="YAML/JSON with extra conditions and template sets")
+    p.add_argument("--templates", default="paper", help="template set name (default paper)")
+    p.add_argument("--placement", choices=["chat", "flat"], default="chat")
+    p.add_argument("--order", choices=["group", "random"], default="group", help="peer order")
+    p.add_argument("--compat", choices=["default", "paper"], default="default")
+    p.add_argument(
+        "--sample-set",
+        default="both_present_effective",
+        choices=["all", "effective", "both_present_effective"],
+    )
+    p.add_argument("--bootstrap", type=int, default=2000)
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of bootstrap, random peer order and random_peer"
+    )
+    p.add_argument("--limit", type=int, help="first N problems only")
+    p.add_argument(
+        "--out", default="reports/signal", help="output directory (default reports/signal)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    extra_conds, extra_temps = load_spec_file(args.spec) if args.spec else ({}, {})
+    templates = {PAPER_TEMPLATES.name: PAPER_TEMPLATES, **extra_temps}
+    if args.templates not in templates:
+        raise InputError(
+            f"unknown template set {args.templates!r}; known: {', '.join(templates)}",
+            field="--templates",
+        )
+    conditions = resolve_conditions(
+        [c.strip() for c in args.conditions.split(",") if c.strip()], extra_conds
+    )
+    if not conditions:
+        raise InputError("no condition given", field="--conditions")
+    rollouts_path = Path(args.rollouts) if args.rollouts else default_rollouts()
+    rollouts = read_rollouts(rollouts_path)
+    groups = list(group_rollouts(rollouts).values())
+    if args.limit:
+        groups = groups[: args.limit]
+        rollouts = [r for g in groups for r in g]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    from analysis.aggregate import compute_signal_metrics
+    from analysis.reports import write_signal_reports
+    from mopd_eval.engines import make_engine
+
+    t0 = time.perf_counter()
+    engine = make_engine(args.engine, args.model)
+    load_s = time.perf_counter() - t0
+    run_key = {
+        "model": str(args.model),
+        "engine": args.engine,
+        "rollouts_sha256": file_sha256(rollouts_path),
+        "placement": args.placement,
+        "templates": args.templates,
+        "order": args.order,
+        "seed": args.seed,
+    }
+    rows, stats = score_rollouts(
+        engine,
+        rollouts,
+        conditions,
+        out / "teacher_scores.jsonl",
+        run_key=run_key,
+        placement=args.placement,
+        templates=templates[args.templates],
+        order=args.order,
+        seed=args.seed,
+    )
+    scored = [r for r in rows if r["n_tokens"] > 0]
+    t0 = time.perf_counter()
+    metrics = compute_signal_metrics(
+        scored,
+        compat=args.compat,
+        sample_set=args.sample_set,
+        n_bootstrap=args.bootstrap,
+        seed=args.seed,
+        conditions=[c.name for c in conditions],
+    )
+    write_signal_reports(metrics, out)
+    metrics_s = time.perf_counter() - t0
+    total_s = time.perf_counter() - started
+    write_text_atomic(
+        out / "README.md",
+        _readme(
+            args,
+            rollouts_path,
+            rollouts,
+            groups,
+            conditions,
+            stats,
+            load_s,
+            metrics_s,
+            total_s,
+            len(rows) - len(scored),
+            out,
+        ),
+    )
+    print(
+        f"signal study done in {total_s:.0f} s: {len(rows)} scores, Table 7 and Figure 4 in {out}/"
+    )
+    return 0
+
+
+def _versions() -> str:
+    v = package_versions()
+    py, machine = v.pop("python"), v.pop("machine")
+    return ", ".join(f"{k} {val}" for k, val in v.items()) + f"; Python {py} on {machine}"
+
+
+def _readme(
+    args,
+    rollouts_path,
+    rollouts,
+    groups,
+    conditions,
+    stats,
+    load_s,
+    metrics_s,
+    total_s,
+    n_empty,
+    out,
+) -> str:
+    succ = [sum(r.success for r in g) for g in groups]
+    mixed = sum(0 < s < len(g) for s, g in zip(succ, groups, strict=True))
+    table = (out / "table7.md").read_text() if (out / "table7.md").exists() else ""
+    tps = stats["target_tokens"] / stats["seconds"] if stats["seconds"] else float("nan")
+    cmd = "mopd-eval signal" + "".join(
+        f" --{k.replace('_', '-')} {v}"
+        for k, v in vars(args).items()
+        if k not in ("command", "_module") and v is not None and v != _DEFAULTS.get(k)
+    )
+    return f"""# Teacher-signal study (Table 7, Figure 4)
+
+Generated by `{cmd}` on {datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}.
+
+- Teacher model: `{args.model}` (engine `{args.engine}`, placement `{args.placement}`, templates `{args.templates}`, peer order `{args.order}`)
+- Rollouts: `{rollouts_path.name}`: {len(rollouts)} rollouts in {len(groups)} problems;
+  {mixed} problems with both successes and failures, {sum(s >= 2 for s in succ)} with two or more successes.
+- Conditions: {", ".join(c.name for c in conditions)}
+- Metrics: compat `{args.compat}`, sample set `{args.sample_set}`, {args.bootstrap} bootstrap draws, seed {args.seed}
+- Versions: {_versions()}
+- Time: {total_s:.0f} s in all; model load {load_s:.0f} s; scoring {stats["seconds"]:.0f} s this run
+  ({stats["pairs_scored"]} pairs, {stats["target_tokens"]} target tokens, {tps:.0f} target tokens/s; 0 pairs means
+  every score was already on disk); metrics, tables and figures {metrics_s:.1f} s.
+{"- " + str(n_empty) + " empty responses have no tokens to score and are left out." if n_empty else ""}
+
+Files: `teacher_scores.jsonl` (one row per condition and target: mean log-prob `teacher_score`,
+`logprob_sum`, `n_tokens`), `metrics.json`, `per_prompt.csv`, `table7.md/.csv/.tex`,
+`figure4.png`, `figure4_buckets.png`. What the rollout set holds and why: see `ROLLOUTS.md`.
+
+{table}
+
+![Figure 4](figure4.png)
+
+![Figure 4 by difficulty](figure4_buckets.png)
+"""
+
+
+_DEFAULTS = {
+    "model": "smollm2-135m",
+    "engine": "hf",
+    "conditions": ",".join(STUDY_CONDITIONS),
+    "templates": "paper",
+    "placement": "chat",
+    "order": "group",
+    "compat": "default",
+    "sample_set": "both_present_effective",
+    "bootstrap": 2000,
+    "seed": 0,
+    "out": "reports/signal",
+}

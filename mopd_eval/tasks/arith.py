@@ -1,0 +1,103 @@
+"""``arith``: seeded arithmetic questions of graded difficulty, sized to a 135M-parameter model.
+
+SmolLM2-135M almost never solves HumanEval but answers small sums 10-60% of the time, so this
+family gives groups with both successes and failures, which the signal study needs.
+
+Levels (operands drawn uniformly, seeded):
+  1. a + b,      a, b in 1..9
+  2. a + b,      a, b in 10..49
+  3. a - b,      a in 10..99, b in 1..a
+  4. a * b,      a, b in 2..9
+  5. a * b + c,  a, b in 2..9, c in 1..20
+
+Prompt: ``What is {expression}? Put the final answer in \\boxed{}.`` Graded by the math
+verifier: the last ``\\boxed{}``, else the last number in the response (the small model rarely
+boxes; without the fallback almost every response would be "no answer").
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from mopd_eval.errors import InputError
+from mopd_eval.jsonl import iter_jsonl
+from mopd_eval.tasks.base import Problem
+from mopd_eval.verdict import Verdict
+from mopd_eval.verifiers.math_answer import verify_answer
+
+PROMPT = "What is {expression}? Put the final answer in \\boxed{{}}."
+LEVELS = (1, 2, 3, 4, 5)
+
+
+def make_problem(level: int, rng: random.Random) -> tuple[str, int]:
+    """One (expression, answer) at ``level`` drawn from ``rng``."""
+    if level == 1:
+        a, b = rng.randint(1, 9), rng.randint(1, 9)
+        return f"{a} + {b}", a + b
+    if level == 2:
+        a, b = rng.randint(10, 49), rng.randint(10, 49)
+        return f"{a} + {b}", a + b
+    if level == 3:
+        a = rng.randint(10, 99)
+        b = rng.randint(1, a)
+        return f"{a} - {b}", a - b
+    if level == 4:
+        a, b = rng.randint(2, 9), rng.randint(2, 9)
+        return f"{a} * {b}", a * b
+    if level == 5:
+        a, b, c = rng.randint(2, 9), rng.randint(2, 9), rng.randint(1, 20)
+        return f"{a} * {b} + {c}", a * b + c
+    raise ValueError(f"unknown arith level {level}")
+
+
+def generate(per_level: int, seed: int = 0, levels: Sequence[int] = LEVELS) -> list[Problem]:
+    """``per_level`` problems per level, interleaved by level, no repeated expression."""
+    rng = random.Random(seed)
+    by_level: list[list[Problem]] = []
+    seen: set[str] = set()
+    for level in levels:
+        out: list[Problem] = []
+        while len(out) < per_level:
+            expr, ans = make_problem(level, rng)
+            if expr in seen:
+                continue
+            seen.add(expr)
+            out.append(
+                Problem(f"arith-{seed}-L{level}-{len(out):03d}", PROMPT.format(expression=expr), str(ans), {"level": level, "expression": expr})
+            )
+        by_level.append(out)
+    return [p for row in zip(*by_level, strict=True) for p in row]
+
+
+class ArithTask:
+    name = "arith"
+
+    def __init__(self, per_level: int = 20) -> None:
+        self.per_level = per_level
+
+    def load(self, path: str | None = None, *, limit: int | None = None, seed: int = 0) -> list[Problem]:
+        """Generated problems (``path`` None) or a JSONL file of ``{problem_id, question, answer}``."""
+        if path is None:
+            problems = generate(self.per_level, seed)
+        else:
+            problems = []
+            for line, obj in iter_jsonl(path):
+                for f in ("problem_id", "question", "answer"):
+                    if f not in obj:
+                        raise InputError("missing", path=path, line=line, field=f)
+                problems.append(Problem(str(obj["problem_id"]), str(obj["question"]), str(obj["answer"]), {}))
+        return problems[:limit] if limit else problems
+
+    def messages(self, problem: Problem) -> list[dict]:
+        return [{"role": "user", "content": problem.question}]
+
+    def verify(self, problems: Sequence[Problem], responses: Sequence[str], *, progress: bool = False) -> list[Verdict]:
+        # Integer answers compare exactly, no math-verify worker needed.
+        return [
+            verify_answer(r, str(p.ground_truth), mode="aime", fallback_last_number=True)
+            for p, r in zip(problems, responses, strict=True)
+        ]
+
+    def close(self) -> None:
+        pass

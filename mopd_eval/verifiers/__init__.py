@@ -1,0 +1,1 @@
+"""Answer checkers. Code verdicts come from ``sandbox``; this package holds the rest."""
