@@ -10,7 +10,6 @@ different ones refuses to mix them.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,14 +49,10 @@ def sample_and_verify(
     tok = engine.tokenizer
     messages = [task.messages(p) for p in problems]
     prompt_ids = [chat_prompt_ids(tok, m) for m in messages]
-    t0 = time.perf_counter()
     samples = engine.generate(prompt_ids, cfg.n, cfg.temperature, cfg.top_p, cfg.max_tokens, cfg.seed)
-    gen_s = time.perf_counter() - t0
     flat_p = [p for p, group in zip(problems, samples, strict=True) for _ in group]
     flat_s = [s for group in samples for s in group]
-    t0 = time.perf_counter()
     verdicts = task.verify(flat_p, [s.text for s in flat_s])
-    verify_s = time.perf_counter() - t0
     out: list[Rollout] = []
     k = 0
     for p, msgs, group in zip(problems, messages, samples, strict=True):
@@ -86,8 +81,6 @@ def sample_and_verify(
                         "status": v.status,
                         "partial": v.partial,
                         "response_token_ids": s.token_ids,
-                        "gen_s_per_chunk": round(gen_s, 3),
-                        "verify_s_per_chunk": round(verify_s, 3),
                         **{f"problem_{key}": val for key, val in p.meta.items()},
                     },
                 )

@@ -19,7 +19,13 @@ from mopd_eval.errors import InputError
 from mopd_eval.records import Rollout
 
 
-def R(rid: str, success: bool, reward: float | None = None, feedback: str | None = None, pid: str = "p") -> Rollout:
+def R(
+    rid: str,
+    success: bool,
+    reward: float | None = None,
+    feedback: str | None = None,
+    pid: str = "p",
+) -> Rollout:
     return Rollout(
         problem_id=pid,
         rollout_id=rid,
@@ -32,7 +38,14 @@ def R(rid: str, success: bool, reward: float | None = None, feedback: str | None
 
 
 # Group order: s = success, f = failure.
-GROUP = [R("f0", False, feedback="wrong answer"), R("s1", True), R("f2", False), R("s3", True), R("s4", True), R("f5", False)]
+GROUP = [
+    R("f0", False, feedback="wrong answer"),
+    R("s1", True),
+    R("f2", False),
+    R("s3", True),
+    R("s4", True),
+    R("f5", False),
+]
 
 
 def ctx(cond: str, target: str, group=GROUP, **kw):
@@ -56,11 +69,17 @@ def test_paper_2s1f_renders_byte_for_byte():
 
 def test_paper_templates_are_the_design_strings():
     t = PAPER_TEMPLATES
-    assert t.reprompt == "{prompt}{solution}{another}{failure}{feedback}\n\nCorrectly solve the original question."
+    assert (
+        t.reprompt
+        == "{prompt}{solution}{another}{failure}{feedback}\n\nCorrectly solve the original question."
+    )
     assert t.solution == "\nCorrect solution:\n\n{text}"
     assert t.another == "\nAnother successful solution:\n\n{text}"
     assert t.failure == "\nA known failed solution (avoid repeating this mistake):\n\n{text}"
-    assert t.feedback == "\nThe following is feedback from your unsuccessful earlier attempt:\n\n{text}"
+    assert (
+        t.feedback
+        == "\nThe following is feedback from your unsuccessful earlier attempt:\n\n{text}"
+    )
 
 
 def test_target_is_never_its_own_peer():
@@ -80,7 +99,10 @@ def test_base_is_the_original_prompt_and_effective():
 
 def test_second_uses_the_another_header_alone():
     c = ctx("second", "f0")
-    assert c.reprompt == "Q?\nAnother successful solution:\n\nresp-s3\n\nCorrectly solve the original question."
+    assert (
+        c.reprompt
+        == "Q?\nAnother successful solution:\n\nresp-s3\n\nCorrectly solve the original question."
+    )
     assert c.effective
     # Target s1 has peers s3, s4: the second success is s4.
     assert ctx("second", "s1").peer_ids == ["s4"]
@@ -128,7 +150,13 @@ def test_single_rollout_group_has_no_peers():
 
 
 def test_score_ordered_ties_keep_group_order():
-    g = [R("a", False, 0.5), R("b", True, 1.0), R("c", False, 0.5), R("d", True, 1.0), R("t", False, 0.0)]
+    g = [
+        R("a", False, 0.5),
+        R("b", True, 1.0),
+        R("c", False, 0.5),
+        R("d", True, 1.0),
+        R("t", False, 0.0),
+    ]
     c = ctx("score_ordered", "t", group=g)
     assert c.peer_ids == ["b", "d", "a"]
     assert [b.role for b in c.blocks] == ["solution", "another", "failure"]
@@ -148,7 +176,9 @@ def test_random_order_is_deterministic_and_excludes_target():
     p1 = [r.rollout_id for r in order_peers(GROUP, 0, "random", seed=7)]
     p2 = [r.rollout_id for r in order_peers(GROUP, 0, "random", seed=7)]
     assert p1 == p2 and sorted(p1) == ["f2", "f5", "s1", "s3", "s4"]
-    orders = {tuple(r.rollout_id for r in order_peers(GROUP, 0, "random", seed=s)) for s in range(20)}
+    orders = {
+        tuple(r.rollout_id for r in order_peers(GROUP, 0, "random", seed=s)) for s in range(20)
+    }
     assert len(orders) > 1
 
 
@@ -157,7 +187,9 @@ def test_braces_in_texts_are_kept_literally():
     g[0].response = "def f():\n    return {'x': 1}  # {prompt} {solution}"
     g[1].prompt = "Use {braces} and {solution}"
     c = build_context(g, 1, BUILTIN_CONDITIONS["primary"])
-    assert c.reprompt.startswith("Use {braces} and {solution}\nCorrect solution:\n\ndef f():\n    return {'x': 1}  # {prompt} {solution}")
+    assert c.reprompt.startswith(
+        "Use {braces} and {solution}\nCorrect solution:\n\ndef f():\n    return {'x': 1}  # {prompt} {solution}"
+    )
 
 
 def test_ties_in_reward_do_not_change_label_selection():
@@ -178,11 +210,21 @@ def test_unknown_condition_is_an_input_error():
 
 
 def test_chat_message_prompt_replaces_last_user_turn(tiny_tokenizer):
-    target = Rollout("p", "t", [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q?"}], "r", 0.0, False)
+    target = Rollout(
+        "p",
+        "t",
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q?"}],
+        "r",
+        0.0,
+        False,
+    )
     peer = Rollout("p", "s", target.prompt, "sol", 1.0, True)
     c = build_context([target, peer], 0, BUILTIN_CONDITIONS["primary"])
     text = render_teacher_prompt(target, c, tiny_tokenizer, "chat")
-    assert "Be brief." in text and "Q?\nCorrect solution:\n\nsol\n\nCorrectly solve the original question." in text
+    assert (
+        "Be brief." in text
+        and "Q?\nCorrect solution:\n\nsol\n\nCorrectly solve the original question." in text
+    )
     assert text.endswith("<|im_start|>assistant\n")
 
 
@@ -191,8 +233,10 @@ def test_flat_placement_puts_blocks_after_the_assistant_marker(tiny_tokenizer):
     c = build_context([target, peer], 0, BUILTIN_CONDITIONS["primary"])
     flat = render_teacher_prompt(target, c, tiny_tokenizer, "flat")
     assert "<|im_start|>" not in flat
-    marker = flat.index("assistant")
-    assert flat[marker:].endswith("\nCorrect solution:\n\nresp-s\n\nCorrectly solve the original question.")
+    marker = flat.rindex("assistant\n")
+    assert flat[marker:].endswith(
+        "\nCorrect solution:\n\nresp-s\n\nCorrectly solve the original question."
+    )
     assert "Q?" in flat[:marker]
     chat = render_teacher_prompt(target, c, tiny_tokenizer, "chat")
     assert chat.index("Correct solution") < chat.index("<|im_start|>assistant")
@@ -205,9 +249,9 @@ def test_user_conditions_and_templates_from_yaml(tmp_path):
         "  - name: 3s\n    successes: 3\n"
         "  - name: sdpo\n    successes: 1\n    feedback: true\n    require: any\n"
         "templates:\n"
-        "  - name: terse\n    reprompt: \"{prompt}{solution}{another}{failure}{feedback}\\nGo.\"\n"
-        "    solution: \"\\nS: {text}\"\n    another: \"\\nS2: {text}\"\n    failure: \"\\nF: {text}\"\n"
-        "    feedback: \"\\nFB: {text}\"\n"
+        '  - name: terse\n    reprompt: "{prompt}{solution}{another}{failure}{feedback}\\nGo."\n'
+        '    solution: "\\nS: {text}"\n    another: "\\nS2: {text}"\n    failure: "\\nF: {text}"\n'
+        '    feedback: "\\nFB: {text}"\n'
     )
     conds, temps = load_spec_file(spec)
     c = build_context(GROUP, 0, conds["3s"], temps["terse"])
@@ -222,7 +266,10 @@ def test_user_conditions_and_templates_from_yaml(tmp_path):
         ("conditions:\n  - name: x\n    successes: -1\n", "non-negative"),
         ("conditions:\n  - name: x\n    colour: red\n", "unknown keys"),
         ("conditions:\n  - successes: 1\n", "non-empty 'name'"),
-        ("templates:\n  - name: t\n    reprompt: '{prompt}'\n    solution: a\n    another: b\n    failure: c\n    feedback: d\n", "lacks"),
+        (
+            "templates:\n  - name: t\n    reprompt: '{prompt}'\n    solution: a\n    another: b\n    failure: c\n    feedback: d\n",
+            "lacks",
+        ),
         ("conditions: [\n", "cannot parse"),
     ],
 )
