@@ -10,9 +10,9 @@ Levels (operands drawn uniformly, seeded):
   4. a * b,      a, b in 2..9
   5. a * b + c,  a, b in 2..9, c in 1..20
 
-Prompt: ``What is {expression}? Put the final answer in \\boxed{}.`` Graded by the math
-verifier: the last ``\\boxed{}``, else the last number in the response (the small model rarely
-boxes; without the fallback almost every response would be "no answer").
+Prompt: ``What is {expression}?`` (asking a 135M model for ``\\boxed{}`` makes it write an empty
+box more often than an answer). Graded by the math verifier: the last ``\\boxed{}``, else the last
+number in the response.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from mopd_eval.tasks.base import Problem
 from mopd_eval.verdict import Verdict
 from mopd_eval.verifiers.math_answer import verify_answer
 
-PROMPT = "What is {expression}? Put the final answer in \\boxed{{}}."
+PROMPT = "What is {expression}?"
 LEVELS = (1, 2, 3, 4, 5)
 
 

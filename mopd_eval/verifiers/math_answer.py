@@ -84,6 +84,7 @@ def as_decimal(s: str | None) -> Decimal | None:
 def _worker(conn) -> None:  # pragma: no cover - runs in the child process
     from math_verify import parse, verify
 
+    conn.send("ready")  # imports (sympy) take seconds; they must not count against a check's clock
     while True:
         try:
             gold, answer = conn.recv()
@@ -105,8 +106,9 @@ class MathEquivalence:
     restarted). Thread-safe: calls are serialised on one worker.
     """
 
-    def __init__(self, timeout_s: float = 10.0) -> None:
+    def __init__(self, timeout_s: float = 10.0, startup_timeout_s: float = 120.0) -> None:
         self.timeout_s = timeout_s
+        self.startup_timeout_s = startup_timeout_s
         self._lock = threading.Lock()
         self._proc: mp.Process | None = None
         self._conn = None
@@ -119,6 +121,9 @@ class MathEquivalence:
         self._proc.start()
         child.close()
         self._conn = parent
+        if not (parent.poll(self.startup_timeout_s) and parent.recv() == "ready"):
+            self._kill()
+            raise RuntimeError(f"math-verify worker did not start within {self.startup_timeout_s} s")
 
     def _kill(self) -> None:
         if self._proc is not None:
@@ -131,10 +136,8 @@ class MathEquivalence:
             if self._proc is None or not self._proc.is_alive():
                 self._start()
             self._conn.send((gold, answer))
-            # The first call also pays the worker's import of sympy; allow for it once.
-            if self._conn.poll(self.timeout_s + (20.0 if not getattr(self, "_warm", False) else 0.0)):
+            if self._conn.poll(self.timeout_s):
                 out = self._conn.recv()
-                self._warm = True
                 return out if isinstance(out, bool) else False
             self._kill()
             return None
@@ -170,7 +173,8 @@ def verify_answer(
     if answer is None and fallback_last_number:
         answer = last_number(response)
     if answer is None or not answer.strip():
-        return Verdict.failed("no_answer", "No final answer found: put the final answer in \\boxed{}.")
+        hint = "the response contains no number" if fallback_last_number else "put the final answer in \\boxed{}"
+        return Verdict.failed("no_answer", f"No final answer found: {hint}.")
     gi, ai = as_integer(gold), as_integer(answer)
     if mode == "aime":
         if gi is None:
