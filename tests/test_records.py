@@ -21,11 +21,17 @@ def rec(**kw) -> dict:
 
 
 def write_lines(path, lines) -> None:
-    path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines))
+    path.write_text(
+        "".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines)
+    )
 
 
 def test_roundtrip_and_defaults(tmp_path):
-    rows = [rec(), rec(rollout_id="r1", reward=0.0, feedback="wrong", meta={"step": 3}), rec(problem_id=7, rollout_id=0, reward=0.5)]
+    rows = [
+        rec(),
+        rec(rollout_id="r1", reward=0.0, feedback="wrong", meta={"step": 3}),
+        rec(problem_id=7, rollout_id=0, reward=0.5),
+    ]
     f = tmp_path / "r.jsonl"
     write_lines(f, rows)
     rs = read_rollouts(f)
@@ -46,7 +52,9 @@ def test_explicit_success_wins_over_threshold(tmp_path):
 
 def test_chat_prompt_accepted(tmp_path):
     f = tmp_path / "r.jsonl"
-    write_lines(f, [rec(prompt=[{"role": "system", "content": "S"}, {"role": "user", "content": "Q?"}])])
+    write_lines(
+        f, [rec(prompt=[{"role": "system", "content": "S"}, {"role": "user", "content": "Q?"}])]
+    )
     assert read_rollouts(f)[0].prompt_text == "Q?"
 
 
@@ -76,7 +84,9 @@ def test_bad_lines_name_file_line_field(tmp_path, line, field, msg):
 def test_duplicate_ids_and_empty_file(tmp_path):
     f = tmp_path / "dup.jsonl"
     write_lines(f, [rec(), rec(response="B")])
-    with pytest.raises(InputError, match="duplicate rollout_id 'r0' in problem 'p1' \\(first on line 1\\)"):
+    with pytest.raises(
+        InputError, match="duplicate rollout_id 'r0' in problem 'p1' \\(first on line 1\\)"
+    ):
         read_rollouts(f)
     e = tmp_path / "empty.jsonl"
     e.write_text("\n")
@@ -117,9 +127,32 @@ def test_import_verl_groups_by_step_and_input(tmp_path):
     write_lines(
         f,
         [
-            {"input": "user\nQ1\nassistant\n", "output": "a", "score": 1.0, "gts": "1", "step": 3, "acc": True, "pred": "1"},
-            {"input": "user\nQ1\nassistant\n", "output": "b", "score": 0.0, "gts": "1", "step": 3, "acc": False, "feedback": "Expected 1"},
-            {"input": "user\nQ2\nassistant\n", "output": "c", "score": 0.0, "gts": "2", "step": 3, "feedback": ""},
+            {
+                "input": "user\nQ1\nassistant\n",
+                "output": "a",
+                "score": 1.0,
+                "gts": "1",
+                "step": 3,
+                "acc": True,
+                "pred": "1",
+            },
+            {
+                "input": "user\nQ1\nassistant\n",
+                "output": "b",
+                "score": 0.0,
+                "gts": "1",
+                "step": 3,
+                "acc": False,
+                "feedback": "Expected 1",
+            },
+            {
+                "input": "user\nQ2\nassistant\n",
+                "output": "c",
+                "score": 0.0,
+                "gts": "2",
+                "step": 3,
+                "feedback": "",
+            },
         ],
     )
     rs = import_verl([f])
@@ -144,14 +177,39 @@ def test_import_candidates(tmp_path):
     write_lines(
         f,
         [
-            {"prompt_id": 0, "uid": "u", "prompt": "Q", "response_id": 0, "response_text": "a", "reward": 1.0,
-             "success": True, "feedback_text": "", "ground_truth": "1", "difficulty_bucket": "easy", "rollout_step": 5},
-            {"prompt_id": 0, "uid": "u", "prompt": "Q", "response_id": 1, "response_text": "b", "reward": 0.0,
-             "success": False, "feedback_text": "bad", "ground_truth": "1", "difficulty_bucket": "easy", "rollout_step": 5},
+            {
+                "prompt_id": 0,
+                "uid": "u",
+                "prompt": "Q",
+                "response_id": 0,
+                "response_text": "a",
+                "reward": 1.0,
+                "success": True,
+                "feedback_text": "",
+                "ground_truth": "1",
+                "difficulty_bucket": "easy",
+                "rollout_step": 5,
+            },
+            {
+                "prompt_id": 0,
+                "uid": "u",
+                "prompt": "Q",
+                "response_id": 1,
+                "response_text": "b",
+                "reward": 0.0,
+                "success": False,
+                "feedback_text": "bad",
+                "ground_truth": "1",
+                "difficulty_bucket": "easy",
+                "rollout_step": 5,
+            },
         ],
     )
     rs = import_candidates(f)
-    assert [(r.problem_id, r.rollout_id, r.success, r.feedback) for r in rs] == [("0", "0", True, None), ("0", "1", False, "bad")]
+    assert [(r.problem_id, r.rollout_id, r.success, r.feedback) for r in rs] == [
+        ("0", "0", True, None),
+        ("0", "1", False, "bad"),
+    ]
     assert rs[0].meta["difficulty_bucket"] == "easy"
     write_lines(f, [{"prompt_id": 0, "prompt": "Q", "response_id": 0, "reward": 1.0}])
     with pytest.raises(InputError) as e:
@@ -161,15 +219,36 @@ def test_import_candidates(tmp_path):
 
 def test_cli_import_then_contexts(tmp_path, capsys):
     dump = tmp_path / "2.jsonl"
-    write_lines(dump, [{"input": "Q", "output": o, "score": s, "step": 2} for o, s in [("a", 1), ("b", 0), ("c", 1), ("d", 0)]])
+    write_lines(
+        dump,
+        [
+            {"input": "Q", "output": o, "score": s, "step": 2}
+            for o, s in [("a", 1), ("b", 0), ("c", 1), ("d", 0)]
+        ],
+    )
     rollouts = tmp_path / "r.jsonl"
     assert main(["import", "--format", "verl", str(dump), "--out", str(rollouts)]) == 0
     out = tmp_path / "c.jsonl"
-    assert main(["contexts", "--rollouts", str(rollouts), "--conditions", "2s1f,primary", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "contexts",
+                "--rollouts",
+                str(rollouts),
+                "--conditions",
+                "2s1f,primary",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = [o for _, o in iter_jsonl(out)]
     assert len(rows) == 8 and {r["condition"] for r in rows} == {"2s1f", "primary"}
     first = rows[0]  # 2s1f, target "a": peers c (success) and b (failure), one success short
-    assert first["teacher_user_turn"].startswith("Q\nCorrect solution:\n\nc\nA known failed solution")
+    assert first["teacher_user_turn"].startswith(
+        "Q\nCorrect solution:\n\nc\nA known failed solution"
+    )
     assert first["effective"] is False
     assert "wrote 8 contexts" in capsys.readouterr().out
 

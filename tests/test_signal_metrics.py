@@ -1,0 +1,364 @@
+"""``mopd-eval signal-metrics`` end to end: outputs, their shape, tables, figures, and bad input."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.figures import figure4, figure4_buckets
+from analysis.reports import OUTPUT_FILES
+from analysis.scores import read_scores
+from analysis.signal_metrics import compute_signal_metrics, write_signal_reports
+from analysis.tables import table7_csv, table7_latex, table7_markdown
+from mopd_eval.cli import main
+
+CONDITIONS = ("feedback", "base", "2s1f", "my_cond", "primary", "random_peer")
+
+
+def scores_rows(n_prompts=12, group=8, seed=0, conditions=CONDITIONS):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p in range(n_prompts):
+        ok = rng.random(group) < rng.uniform(0.0, 1.0)
+        for i, c in enumerate(conditions):
+            s = rng.normal(-1, 0.4, size=group) + 0.25 * i * ok
+            rows += [
+                {
+                    "condition": c,
+                    "problem_id": p if p % 2 else f"q{p}",
+                    "rollout_id": k,
+                    "teacher_score": float(s[k]),
+                    "reward": float(ok[k]),
+                    "success": bool(ok[k]),
+                    "effective": bool(c == "base" or k != 0),
+                    "teacher_logprob_sum": -3.0,  # extra fields are allowed
+                }
+                for k in range(group)
+            ]
+    return rows
+
+
+def write_jsonl(path: Path, rows) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture
+def scores(tmp_path) -> Path:
+    return write_jsonl(tmp_path / "scores.jsonl", scores_rows())
+
+
+def test_cli_writes_every_output(tmp_path, scores, capsys):
+    out = tmp_path / "out"
+    rc = main(
+        [
+            "signal-metrics",
+            "--scores",
+            str(scores),
+            "--out",
+            str(out),
+            "--bootstrap",
+            "200",
+            "--seed",
+            "5",
+            "--pair",
+            "2s1f:primary",
+        ]
+    )
+    assert rc == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES)
+    m = json.loads((out / "metrics.json").read_text())
+    assert {"compat", "sample_set", "seed", "conditions", "by_bucket", "paired"} <= set(m)
+    assert "per_prompt" not in m
+    assert (m["compat"], m["sample_set"], m["seed"], m["n_bootstrap"]) == (
+        "default",
+        "both_present_effective",
+        5,
+        200,
+    )
+    # Paper order first, user-defined conditions after.
+    assert m["condition_order"] == ["base", "primary", "2s1f", "random_peer", "feedback", "my_cond"]
+    assert set(m["paired"]) == {f"{c}-vs-base" for c in m["condition_order"][1:]} | {
+        "2s1f-vs-primary"
+    }
+    for cond, stats in m["conditions"].items():
+        for metric, s in stats.items():
+            assert set(s) == {"mean", "ci_low", "ci_high", "n_prompts"}, (cond, metric)
+            assert s["mean"] is None or s["ci_low"] <= s["mean"] <= s["ci_high"]
+    assert set(m["by_bucket"]) == {"easy", "medium", "hard"}
+    # The default sample set needs a success in the group, so no hard prompt is used.
+    assert all(
+        s["n_prompts"] == 0 and s["mean"] is None for s in m["by_bucket"]["hard"]["base"].values()
+    )
+
+    per_prompt = pd.read_csv(out / "per_prompt.csv")
+    assert (
+        len(per_prompt)
+        == sum(1 for _ in m["condition_order"])
+        * m["conditions"]["base"]["brier_sigmoid"]["n_prompts"]
+    )
+    assert per_prompt.groupby("condition").brier_sigmoid.mean()["base"] == pytest.approx(
+        m["conditions"]["base"]["brier_sigmoid"]["mean"]
+    )
+
+    for png in ("figure4.png", "figure4_buckets.png"):
+        data = (out / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 50_000
+    stdout = capsys.readouterr().out
+    assert "| Question only |" in stdout
+
+
+def test_same_seed_same_numbers(scores):
+    rows = read_scores(scores)
+    a = compute_signal_metrics(rows, n_bootstrap=100, seed=3)
+    b = compute_signal_metrics(rows, n_bootstrap=100, seed=3)
+    c = compute_signal_metrics(rows, n_bootstrap=100, seed=4)
+    assert json.dumps(a) == json.dumps(b)
+    assert table7_markdown(a) == table7_markdown(b)
+    assert (
+        a["conditions"]["2s1f"]["spearman"]["ci_low"]
+        != c["conditions"]["2s1f"]["spearman"]["ci_low"]
+    )
+    assert (
+        a["conditions"]["2s1f"]["spearman"]["mean"] == c["conditions"]["2s1f"]["spearman"]["mean"]
+    )
+
+
+def test_paper_compat_and_sample_set_change_the_numbers(scores):
+    rows = read_scores(scores)
+    d = compute_signal_metrics(rows, n_bootstrap=0)
+    p = compute_signal_metrics(rows, n_bootstrap=0, compat="paper")
+    everything = compute_signal_metrics(rows, n_bootstrap=0, sample_set="all")
+    assert p["compat"] == "paper" and everything["sample_set"] == "all"
+    assert p["conditions"]["2s1f"]["kendall"]["mean"] != d["conditions"]["2s1f"]["kendall"]["mean"]
+    n_all = everything["conditions"]["base"]["brier_sigmoid"]["n_prompts"]
+    assert n_all > d["conditions"]["base"]["brier_sigmoid"]["n_prompts"]
+    assert d["conditions"]["base"]["spearman"]["ci_low"] is None  # no bootstrap: no CI
+    assert "Kendall γ" in table7_markdown(p) and "Kendall τ_b" in table7_markdown(d)
+
+
+def test_cli_condition_filter(tmp_path, scores, capsys):
+    out = tmp_path / "out"
+    assert (
+        main(
+            [
+                "signal-metrics",
+                "--scores",
+                str(scores),
+                "--out",
+                str(out),
+                "--bootstrap",
+                "20",
+                "--conditions",
+                "2s1f,base",
+            ]
+        )
+        == 0
+    )
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["condition_order"] == ["base", "2s1f"]
+    assert (
+        main(
+            [
+                "signal-metrics",
+                "--scores",
+                str(scores),
+                "--out",
+                str(tmp_path / "x"),
+                "--conditions",
+                "2s1f,all",
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "'all' not in the scores" in err
+    assert not (tmp_path / "x").exists()
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def _run_bad(tmp_path, capsys, text: str) -> str:
+    path = tmp_path / "bad.jsonl"
+    path.write_text(text)
+    out = tmp_path / "out"
+    rc = main(["signal-metrics", "--scores", str(path), "--out", str(out), "--bootstrap", "10"])
+    assert rc == 2
+    assert not out.exists(), "nothing is written for bad input"
+    return capsys.readouterr().err
+
+
+GOOD = {
+    "condition": "base",
+    "problem_id": 1,
+    "rollout_id": 0,
+    "teacher_score": -0.5,
+    "reward": 1.0,
+    "success": True,
+    "effective": True,
+}
+
+
+def line(**changes) -> str:
+    obj = {**GOOD, **changes}
+    return json.dumps({k: v for k, v in obj.items() if v is not ...}) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (line() + '{"condition": "base", "problem_id": 1,\n', "bad.jsonl:2: malformed JSON"),
+        (line() + "[1, 2]\n", "bad.jsonl:2: expected a JSON object"),
+        (line() + line(rollout_id=1, effective=...), "bad.jsonl:2: field 'effective': missing"),
+        (line(success="yes"), "bad.jsonl:1: field 'success': expected true or false"),
+        (line(teacher_score="-0.5"), "bad.jsonl:1: field 'teacher_score': expected a number"),
+        (line(reward=True), "bad.jsonl:1: field 'reward': expected a number"),
+        (line(problem_id=1.5), "bad.jsonl:1: field 'problem_id': expected a string or an integer"),
+        (line(condition=""), "bad.jsonl:1: field 'condition': expected a non-empty string"),
+        (
+            line() + "\n" + line(teacher_score=float("nan")),
+            "bad.jsonl:3: field 'teacher_score': expected a finite number",
+        ),
+        ("", "no score rows (empty file?)"),
+        ("\n\n", "no score rows (empty file?)"),
+        (line() + line(rollout_id=1) + line(), "appears on lines 1 and 3"),
+        (
+            line() + line(condition="2s1f", success=False),
+            "success=True on line 1 (base) but success=False on line 2 (2s1f)",
+        ),
+    ],
+    ids=[
+        "malformed",
+        "not-object",
+        "missing",
+        "bool-type",
+        "str-number",
+        "bool-number",
+        "float-id",
+        "empty-condition",
+        "nan",
+        "empty",
+        "blank",
+        "duplicate",
+        "inconsistent",
+    ],
+)
+def test_bad_input_exits_2_naming_file_and_line(tmp_path, capsys, text, expected):
+    err = _run_bad(tmp_path, capsys, text)
+    assert "bad.jsonl" in err
+    assert expected in err, err
+
+
+def test_missing_file_and_bad_options(tmp_path, capsys):
+    assert (
+        main(
+            [
+                "signal-metrics",
+                "--scores",
+                str(tmp_path / "nope.jsonl"),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
+    assert "nope.jsonl: file not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["signal-metrics", "--scores", "x", "--out", "y", "--bootstrap", "-3"])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        main(["signal-metrics", "--scores", "x", "--out", "y", "--sample-set", "some"])
+    assert e.value.code == 2
+
+
+def test_read_scores_keeps_json_types(scores):
+    rows = read_scores(scores)
+    assert len(rows) == len(scores_rows())
+    assert {type(r.problem_id) for r in rows} == {int, str}
+
+
+# --------------------------------------------------------------------------- tables and figures
+
+
+@pytest.fixture(scope="module")
+def metrics():
+    return compute_signal_metrics(scores_rows(n_prompts=20), n_bootstrap=200, seed=1)
+
+
+def test_table7_formats(metrics):
+    md = table7_markdown(metrics)
+    labels = [
+        "Question only",
+        "Primary Sol.",
+        "2 Suc.+1 Failure",
+        "Random peers",
+        "SDPO feedback",
+        "my_cond",
+    ]
+    positions = [md.index(f"| {label} |") for label in labels]
+    assert positions == sorted(positions)
+    assert "Brier ↓" in md and " ± " in md
+    base_spearman = metrics["conditions"]["base"]["spearman"]
+    assert (
+        f"{base_spearman['mean']:.3f} ± {(base_spearman['ci_high'] - base_spearman['ci_low']) / 2:.3f}"
+        in md
+    )
+
+    csv = pd.read_csv(io.StringIO(table7_csv(metrics)))
+    assert list(csv.columns[:7]) == [
+        "condition",
+        "label",
+        "metric",
+        "mean",
+        "ci_low",
+        "ci_high",
+        "n_prompts",
+    ]
+    assert len(csv) == 6 * len(metrics["condition_order"])
+    got = csv.set_index(["condition", "metric"]).loc[("2s1f", "kendall")]
+    exp = metrics["conditions"]["2s1f"]["kendall"]
+    assert (
+        got["mean"] == pytest.approx(exp["mean"], rel=1e-5) and got["n_prompts"] == exp["n_prompts"]
+    )
+    assert got["p_value_vs_base"] == pytest.approx(
+        metrics["paired"]["2s1f-vs-base"]["kendall"]["p_value"], rel=1e-5
+    )
+
+    tex = table7_latex(metrics)
+    assert tex.count(r"\toprule") == 1 and tex.count(r"\bottomrule") == 1
+    assert r"my\_cond" in tex and r"Brier $\downarrow$" in tex
+    # A rule separates the paper's conditions from the controls.
+    assert tex.index(r"\midrule", tex.index("2 Suc.+1 Failure")) < tex.index("Random peers")
+
+
+def test_figures_have_the_paper_layout(metrics):
+    fig = figure4(metrics)
+    axes = fig.get_axes()
+    assert len(axes) == 6
+    titles = [ax.get_title() for ax in axes]
+    assert titles[-1] == "Brier (sigmoid) (lower is better)"
+    assert [t.get_text() for t in axes[0].get_xticklabels()] == [
+        metrics["labels"][c] for c in metrics["condition_order"]
+    ]
+    base_mean = metrics["conditions"]["base"]["spearman"]["mean"]
+    dashed = [ln for ln in axes[0].get_lines() if ln.get_linestyle() == "--"]
+    assert any(np.allclose(ln.get_ydata(), base_mean) for ln in dashed)
+    assert len(figure4_buckets(metrics).get_axes()) == 6
+
+
+def test_reports_without_base_or_bootstrap(tmp_path):
+    m = compute_signal_metrics(
+        scores_rows(n_prompts=5, conditions=("primary", "all")), n_bootstrap=0
+    )
+    paths = write_signal_reports(m, tmp_path / "r")
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == sorted(OUTPUT_FILES)
+    table = paths["table7.md"].read_text().split("\n\n")[0]
+    assert " ± " not in table  # no CI without a bootstrap
+    assert m["paired"] == {}
+    assert "*" not in table.replace("**", "")  # bold best stays; no significance marks
