@@ -3,12 +3,13 @@
 SmolLM2-135M almost never solves HumanEval but answers small sums 10-60% of the time, so this
 family gives groups with both successes and failures, which the signal study needs.
 
-Levels (operands drawn uniformly, seeded):
+Levels (operands drawn uniformly; each level has its own seeded stream, so asking for more
+problems per level keeps the earlier ones):
   1. a + b,      a, b in 1..9
-  2. a + b,      a, b in 10..49
-  3. a - b,      a in 10..99, b in 1..a
-  4. a * b,      a, b in 2..9
-  5. a * b + c,  a, b in 2..9, c in 1..20
+  2. a * b,      a, b in 2..9
+  3. a - b,      a in 2..20, b in 1..a-1
+  4. a + b,      a in 10..29, b in 2..9
+  5. a + b + c,  a, b, c in 1..9
 
 Prompt: ``What is {expression}?`` (asking a 135M model for ``\\boxed{}`` makes it write an empty
 box more often than an answer). Graded by the math verifier: the last ``\\boxed{}``, else the last
@@ -36,27 +37,31 @@ def make_problem(level: int, rng: random.Random) -> tuple[str, int]:
         a, b = rng.randint(1, 9), rng.randint(1, 9)
         return f"{a} + {b}", a + b
     if level == 2:
-        a, b = rng.randint(10, 49), rng.randint(10, 49)
-        return f"{a} + {b}", a + b
-    if level == 3:
-        a = rng.randint(10, 99)
-        b = rng.randint(1, a)
-        return f"{a} - {b}", a - b
-    if level == 4:
         a, b = rng.randint(2, 9), rng.randint(2, 9)
         return f"{a} * {b}", a * b
+    if level == 3:
+        a = rng.randint(2, 20)
+        b = rng.randint(1, a - 1)
+        return f"{a} - {b}", a - b
+    if level == 4:
+        a, b = rng.randint(10, 29), rng.randint(2, 9)
+        return f"{a} + {b}", a + b
     if level == 5:
-        a, b, c = rng.randint(2, 9), rng.randint(2, 9), rng.randint(1, 20)
-        return f"{a} * {b} + {c}", a * b + c
+        a, b, c = rng.randint(1, 9), rng.randint(1, 9), rng.randint(1, 9)
+        return f"{a} + {b} + {c}", a + b + c
     raise ValueError(f"unknown arith level {level}")
 
 
 def generate(per_level: int, seed: int = 0, levels: Sequence[int] = LEVELS) -> list[Problem]:
-    """``per_level`` problems per level, interleaved by level, no repeated expression."""
-    rng = random.Random(seed)
+    """``per_level`` problems per level, interleaved by level, no expression repeated in a level.
+
+    Level ``L`` draws from ``random.Random(f"arith-{seed}-{L}")``: the first k problems of a
+    level are the same whatever ``per_level`` or the other levels are.
+    """
     by_level: list[list[Problem]] = []
-    seen: set[str] = set()
     for level in levels:
+        rng = random.Random(f"arith-{seed}-{level}")
+        seen: set[str] = set()
         out: list[Problem] = []
         while len(out) < per_level:
             expr, ans = make_problem(level, rng)
