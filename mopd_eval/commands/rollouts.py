@@ -20,6 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of sampling and of generated problems")
     p.add_argument("--limit", type=int, help="first N problems only")
     p.add_argument("--per-level", type=int, default=20, help="arith: problems per difficulty level")
+    p.add_argument("--levels", default="1,2,3,4,5", help="arith: comma-separated difficulty levels")
     p.add_argument("--chunk", type=int, default=4, help="problems per resumable chunk")
     p.add_argument("--out", required=True, help="rollout JSONL (written when complete; resumable)")
 
@@ -27,14 +28,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from mopd_eval.engines import make_engine
 
-    task = get_task(args.task, **({"per_level": args.per_level} if args.task == "arith" else {}))
+    arith = {"per_level": args.per_level, "levels": tuple(int(x) for x in args.levels.split(","))}
+    task = get_task(args.task, **(arith if args.task == "arith" else {}))
     problems = task.load(args.data, limit=args.limit, seed=args.seed)
     cfg = SamplingConfig(n=args.n, temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens, seed=args.seed)
     engine = make_engine(args.engine, args.model)
     try:
         out = write_rollouts_resumable(
             task, engine, problems, cfg, args.out, model_name=args.model, chunk_problems=args.chunk,
-            run_config={"data": args.data, "limit": args.limit, "engine": args.engine},
+            run_config={"data": args.data, "limit": args.limit, "engine": args.engine,
+                        **({k: list(v) if isinstance(v, tuple) else v for k, v in arith.items()} if args.task == "arith" else {})},
         )
     finally:
         task.close()

@@ -78,13 +78,17 @@ def generate(per_level: int, seed: int = 0, levels: Sequence[int] = LEVELS) -> l
 class ArithTask:
     name = "arith"
 
-    def __init__(self, per_level: int = 20) -> None:
+    def __init__(self, per_level: int = 20, levels: Sequence[int] = LEVELS) -> None:
+        bad = [lv for lv in levels if lv not in LEVELS]
+        if bad:
+            raise InputError(f"unknown arith levels {bad}; known: {list(LEVELS)}", field="--levels")
         self.per_level = per_level
+        self.levels = tuple(levels)
 
     def load(self, path: str | None = None, *, limit: int | None = None, seed: int = 0) -> list[Problem]:
         """Generated problems (``path`` None) or a JSONL file of ``{problem_id, question, answer}``."""
         if path is None:
-            problems = generate(self.per_level, seed)
+            problems = generate(self.per_level, seed, self.levels)
         else:
             problems = []
             for line, obj in iter_jsonl(path):
