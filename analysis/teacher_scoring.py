@@ -188,6 +188,11 @@ def score_rollouts(
         if stats["seconds"] > 0:
             bar.set_postfix(tok_s=f"{stats['target_tokens'] / stats['seconds']:.0f}")
     bar.close()
+    if stats["pairs_scored"]:
+        # Resumed runs add up, so the report can state what the whole study cost.
+        timing_path = out_path.with_name(out_path.stem + ".timing.json")
+        total = json.loads(timing_path.read_text()) if timing_path.exists() else {}
+        write_json_atomic(timing_path, {k: total.get(k, 0) + v for k, v in stats.items()})
     pids = {r.problem_id for r in rollouts}
     rows = [
         r for r in AppendLog(out_path).done if r["condition"] in wanted and r["problem_id"] in pids

@@ -45,7 +45,7 @@ def test_rollouts_resume_from_partial_and_refuse_other_settings(rollouts, tmp_pa
     partial.write_text("\n".join(first) + "\n" + first[0][:30])  # plus a torn line
     (tmp_path / "r.jsonl.partial.config.json").write_text(
         json.dumps({"task": "arith", "model": args[4], "n": 4, "temperature": 1.0, "top_p": 1.0, "max_tokens": 6,
-                    "seed": 1, "data": None, "limit": 3, "engine": "hf"})
+                    "seed": 1, "data": None, "limit": 3, "engine": "hf", "per_level": 20, "levels": [1, 2, 3, 4, 5]})
     )
     new = args[:-1] + [str(tmp_path / "r.jsonl")]
     assert main(new) == 0
