@@ -1,0 +1,133 @@
+"""Private work directories, and removing what a run left outside them.
+
+Under bubblewrap the program sees only read-only system directories and private tmpfs mounts,
+so nothing outside needs cleaning. Without namespaces an unprivileged uid can still create
+files in world-writable directories and System V IPC objects; those are found by owner (the
+run's uid is used by nothing else) and removed after the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+
+# Where an unprivileged uid can create files on a standard Linux system. A world-writable
+# directory elsewhere on the host is not swept (see sandbox/README.md).
+WORLD_WRITABLE_ROOTS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/var/lock", "/dev/mqueue")
+_SWEEP_DEPTH = 6
+
+
+def make_workdir(root: str | None, owner: int | None) -> str:
+    """Create a private working directory, owned by ``owner`` (uid and gid) when started as root.
+    The launcher writes main.py into it (boot.py)."""
+    path = tempfile.mkdtemp(prefix="mopd-sbx-", dir=root)
+    try:
+        if owner is not None and os.geteuid() == 0:
+            os.chown(path, owner, owner)
+        os.chmod(path, 0o700)
+    except BaseException:
+        remove_tree(path)
+        raise
+    return path
+
+
+def remove_tree(path: str) -> None:
+    """Remove ``path`` whatever the program did inside it (read-only dirs, thousands of files,
+    nesting deeper than Python's recursion limit, symlinks pointing outside)."""
+    if not os.path.lexists(path):
+        return
+    # fd-based rmtree never follows symlinks out of the tree.
+    with contextlib.suppress(OSError, RecursionError):
+        shutil.rmtree(path, onerror=_make_writable_and_retry)
+    if os.path.lexists(path):
+        # rm(1) walks with fts: no recursion limit.
+        subprocess.run(["rm", "-rf", "--one-file-system", "--", path], check=False,
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+
+
+def _make_writable_and_retry(func, path, _exc_info) -> None:  # type: ignore[no-untyped-def]
+    parent = os.path.dirname(path)
+    try:
+        os.chmod(parent, 0o700)
+        func(path)
+    except OSError:
+        pass
+
+
+def find_owned_files(uid: int, roots: tuple[str, ...] = WORLD_WRITABLE_ROOTS) -> list[str]:
+    """Every file or directory owned by ``uid`` in the world-writable ``roots`` and in
+    world-writable directories below them: the only places outside its work dir where a uid
+    with no groups can create entries. A directory owned by ``uid`` is listed, not its content."""
+    found: list[str] = []
+    seen: set[tuple[int, int]] = set()
+    for root in roots:
+        _scan_dir(root, uid, found, seen, 0)
+    return found
+
+
+def sweep_owned_files(uid: int, roots: tuple[str, ...] = WORLD_WRITABLE_ROOTS) -> list[str]:
+    """Remove what :func:`find_owned_files` finds; returns the removed paths."""
+    found = find_owned_files(uid, roots)
+    for path in found:
+        if os.path.isdir(path) and not os.path.islink(path):
+            remove_tree(path)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+    return found
+
+
+def _scan_dir(path: str, uid: int, found: list[str], seen: set, depth: int) -> None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return
+    key = (st.st_dev, st.st_ino)
+    if key in seen or not stat.S_ISDIR(st.st_mode):
+        return
+    seen.add(key)
+    try:
+        entries = list(os.scandir(path))
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            est = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if est.st_uid == uid:
+            found.append(entry.path)
+        elif (stat.S_ISDIR(est.st_mode) and est.st_mode & stat.S_IWOTH
+              and depth < _SWEEP_DEPTH):
+            _scan_dir(entry.path, uid, found, seen, depth + 1)
+
+
+def sweep_ipc(uid: int) -> list[str]:
+    """Remove System V shared memory, semaphores and message queues owned by ``uid`` (they
+    outlive processes). Returns ``kind:id`` of each removed object."""
+    removed = []
+    for kind, flag in (("shm", "-m"), ("sem", "-s"), ("msg", "-q")):
+        try:
+            with open(f"/proc/sysvipc/{kind}") as f:
+                header, *rows = f.read().splitlines()
+        except OSError:
+            continue
+        cols = header.split()
+        if "uid" not in cols:
+            continue
+        id_col = {"shm": "shmid", "sem": "semid", "msg": "msqid"}[kind]
+        for row in rows:
+            fields = row.split()
+            if len(fields) != len(cols):
+                continue
+            rec = dict(zip(cols, fields, strict=True))
+            if rec.get("uid") == str(uid) or rec.get("cuid") == str(uid):
+                subprocess.run(["ipcrm", flag, rec[id_col]], check=False,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                removed.append(f"{kind}:{rec[id_col]}")
+    return removed
