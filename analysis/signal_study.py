@@ -58,6 +58,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out", default="reports/signal", help="output directory (default reports/signal)"
     )
+    p.add_argument(
+        "--rescore",
+        action="store_true",
+        help="discard teacher scores already in --out and score everything again "
+        "(without it a rerun resumes: only missing scores are computed)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,6 +88,9 @@ def run(args: argparse.Namespace) -> int:
         rollouts = [r for g in groups for r in g]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.rescore:
+        for name in ("teacher_scores.jsonl", "teacher_scores.run.json", "teacher_scores.timing.json"):
+            (out / name).unlink(missing_ok=True)
 
     from analysis.aggregate import compute_signal_metrics
     from analysis.reports import write_signal_reports
@@ -173,7 +182,7 @@ def _readme(
     cmd = "mopd-eval signal" + "".join(
         f" --{k.replace('_', '-')} {v}"
         for k, v in vars(args).items()
-        if k not in ("command", "_module") and v is not None and v != _DEFAULTS.get(k)
+        if k not in ("command", "_module", "rescore") and v is not None and v != _DEFAULTS.get(k)
     )
     return f"""# Teacher-signal study (Table 7, Figure 4)
 

@@ -115,6 +115,9 @@ def test_signal_refuses_to_mix_runs(rollouts, tiny_model_dir, tmp_path, capsys):
     # Adding a condition to a finished study scores only the new one.
     assert main([*base[:-4], "--conditions", "base,primary,failure", "--out", str(report)]) == 0
     assert len(rows(report / "teacher_scores.jsonl")) == 12 * 3
+    # --rescore starts over even when the settings change.
+    assert main([*base, "--placement", "flat", "--rescore"]) == 0
+    assert len(rows(report / "teacher_scores.jsonl")) == 12 * 2
 
 
 def test_signal_unknown_condition_exit_2(rollouts, tmp_path, capsys):
