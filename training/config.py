@@ -1,0 +1,240 @@
+"""The trainer's configuration: one dataclass, loaded from YAML, overridden by ``key=value``.
+
+Field names follow TRL's ``GRPOConfig`` / ``GKDConfig`` where TRL has the concept
+(``learning_rate``, ``num_generations``, ``max_completion_length``, ``beta`` for the GRPO KL
+coefficient, ``epsilon`` for the clip range, ``gradient_accumulation_steps``, ``save_steps``,
+``resume_from_checkpoint``...). Precedence: dataclass defaults < the algorithm's defaults
+(``ALGO_DEFAULTS``) < the YAML file < command-line overrides.
+
+An override is ``key=value`` with the value parsed as YAML (``max_steps=4``, ``bf16=true``,
+``condition=2s1f``, ``task_kwargs.per_level=5``); a dotted key sets one entry of a mapping field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from mopd_eval.contexts import BUILTIN_CONDITIONS, Condition
+from mopd_eval.errors import InputError
+
+ALGOS = ("grpo", "opd", "sdpo", "mopd")
+TEACHERS = ("ema", "frozen", "external", "none")
+DISTILL_VARIANTS = ("topk", "full", "sampled")
+
+# Conditions the algorithms use that are not among the study's built-ins.
+TRAINING_CONDITIONS: dict[str, Condition] = {
+    c.name: c
+    for c in [
+        # MOPD, success-only variant: two successful siblings, no failure.
+        Condition("mopd-s", successes=2, label="MOPD (2 successes)"),
+        # SDPO: the first successful sibling and/or the target's own verifier feedback.
+        Condition("sdpo", successes=1, feedback=True, require="any", label="SDPO"),
+    ]
+}
+
+# What each algorithm means: (teacher, teacher context). Loss: GRPO's policy gradient for grpo,
+# the distillation divergence for the others.
+ALGO_DEFAULTS: dict[str, dict[str, Any]] = {
+    "grpo": {"teacher": "none", "condition": "base"},
+    "opd": {"teacher": "external", "condition": "base"},
+    "sdpo": {"teacher": "ema", "condition": "sdpo"},
+    "mopd": {"teacher": "ema", "condition": "2s1f"},
+}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; ``to_dict`` is written next to every checkpoint."""
+
+    algo: Literal["grpo", "opd", "sdpo", "mopd"] = "mopd"
+    # --- model and teacher
+    model_name_or_path: str = "smollm2-135m"
+    teacher: str = "ema"  # ema | frozen | external | none (grpo)
+    teacher_model_name_or_path: str | None = None  # the external teacher (must share the tokenizer)
+    teacher_ema_rate: float = 0.05  # theta_T <- (1 - rate) theta_T + rate theta per update
+    # --- data
+    task: str = "arith"
+    task_kwargs: dict = field(default_factory=dict)  # e.g. {per_level: 20} for arith
+    data_path: str | None = None  # task data file; None = the task's built-in source
+    data_seed: int = 2000  # seed of generated problems (arith); 0 is the signal set, 1000 the bench set
+    max_prompts: int | None = None  # keep the first N problems
+    # --- rollouts
+    engine: Literal["hf", "vllm"] = "hf"
+    num_prompts_per_step: int = 32  # global, over all ranks
+    num_generations: int = 8  # rollouts per prompt
+    max_completion_length: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    # --- teacher context
+    condition: str | dict = "2s1f"  # a built-in/training condition name or Condition fields
+    peer_order: Literal["group", "random"] = "group"
+    # --- distillation loss (DESIGN.md)
+    alpha: float = 0.5  # 0: KL(T||S) (forward), 1: KL(S||T) (reverse), 0.5: JSD
+    distill_topk: int = 100
+    distill_variant: Literal["topk", "full", "sampled"] = "topk"
+    # --- GRPO
+    epsilon: float = 0.2  # clip range of the ratio
+    beta: float = 0.0  # KL coefficient against the initial policy (0 = no reference model)
+    scale_rewards: bool = True  # divide group-centred rewards by the group std
+    # --- optimisation
+    learning_rate: float = 1e-5
+    lr_scheduler_type: str = "constant_with_warmup"  # any transformers.get_scheduler name
+    warmup_steps: int = 10
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 1.0
+    max_steps: int = 100
+    gradient_accumulation_steps: int = 1  # micro-batches per rank per step
+    # --- distributed / precision
+    fsdp: bool | None = None  # None: FSDP2 when more than one process
+    bf16: bool | None = None  # None: bf16 mixed precision on GPU, fp32 on CPU
+    gradient_checkpointing: bool = False
+    # --- outputs
+    output_dir: str = "out/train"
+    save_steps: int = 0  # 0: checkpoint only at the end
+    save_total_limit: int | None = None  # keep the newest N checkpoints
+    resume_from_checkpoint: bool | str = False  # True: the newest in output_dir; or a path
+    seed: int = 0
+    report_to: Literal["auto", "none", "tensorboard"] = "auto"  # tensorboard when installed
+
+    def __post_init__(self) -> None:
+        self._coerce_floats()
+        self.validate()
+
+    def _coerce_floats(self) -> None:
+        # YAML 1.1 reads "1e-5" (no dot) as a string; accept it, and ints, for float fields.
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if str(f.type).startswith("float") and isinstance(v, (str, int)) and not isinstance(v, bool):
+                try:
+                    setattr(self, f.name, float(v))
+                except ValueError:
+                    raise InputError(f"expected a number, got {v!r}", field=f.name) from None
+
+    def validate(self) -> None:
+        def bad(name: str, msg: str) -> InputError:
+            return InputError(msg, field=name)
+
+        if self.algo not in ALGOS:
+            raise bad("algo", f"unknown algorithm {self.algo!r}; choose from {', '.join(ALGOS)}")
+        if self.teacher not in TEACHERS:
+            raise bad("teacher", f"unknown teacher {self.teacher!r}; choose from {', '.join(TEACHERS)}")
+        if self.algo == "grpo" and self.teacher != "none":
+            raise bad("teacher", "grpo uses no teacher; set teacher=none")
+        if self.algo != "grpo" and self.teacher == "none":
+            raise bad("teacher", f"{self.algo} distils from a teacher: ema, frozen or external")
+        if self.teacher == "external" and not self.teacher_model_name_or_path:
+            raise bad("teacher_model_name_or_path", "teacher=external needs teacher_model_name_or_path")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise bad("alpha", f"alpha must lie in [0, 1], got {self.alpha}")
+        if self.distill_variant not in DISTILL_VARIANTS:
+            raise bad("distill_variant", f"choose from {', '.join(DISTILL_VARIANTS)}")
+        if self.distill_variant == "sampled" and self.alpha != 1.0 and self.algo != "grpo":
+            raise bad("alpha", "the sampled-token variant estimates the reverse KL only: set alpha=1")
+        if not 0.0 < self.teacher_ema_rate <= 1.0:
+            raise bad("teacher_ema_rate", "must lie in (0, 1]")
+        for name in ("num_prompts_per_step", "num_generations", "max_completion_length",
+                     "distill_topk", "gradient_accumulation_steps", "max_steps"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise bad(name, f"must be a positive integer, got {v!r}")
+        if self.algo == "grpo" and self.num_generations < 2:
+            raise bad("num_generations", "GRPO's group-normalised advantages need at least 2 rollouts")
+        if self.save_steps < 0:
+            raise bad("save_steps", "must be >= 0")
+        self.resolve_condition()
+
+    def resolve_condition(self) -> Condition:
+        """The ``Condition`` the teacher's context is built with."""
+        if isinstance(self.condition, dict):
+            try:
+                return Condition(**self.condition)
+            except TypeError as e:
+                raise InputError(str(e), field="condition") from None
+        known = {**BUILTIN_CONDITIONS, **TRAINING_CONDITIONS}
+        if self.condition not in known:
+            raise InputError(f"unknown condition {self.condition!r}; known: {', '.join(known)}", field="condition")
+        return known[self.condition]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["a=1", "b.c=x"]`` -> ``{"a": 1, "b": {"c": "x"}}``; values parsed as YAML scalars."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"expected key=value, got {item!r}", field="overrides")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        parts = key.strip().split(".")
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise InputError(f"{key}: {p} is not a mapping", field=key)
+        node[parts[-1]] = value
+    return out
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | dict | None = None,
+    *,
+    algo: str | None = None,
+) -> TrainConfig:
+    """Build a ``TrainConfig`` from a YAML file, ``key=value`` overrides and ``algo``.
+
+    ``algo`` (the ``--algo`` flag) picks the algorithm's defaults and wins over an ``algo`` key in
+    the file. Unknown keys and bad values raise ``InputError`` naming the file and the field.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise InputError("config file not found", path=path)
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            raise InputError(f"cannot parse YAML: {e}", path=path,
+                             line=None if mark is None else mark.line + 1) from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise InputError("expected a mapping of config keys", path=path)
+        data = loaded or {}
+    extra = overrides if isinstance(overrides, dict) else parse_overrides(list(overrides or []))
+    data = _merge(data, extra)
+    chosen = algo or data.get("algo") or TrainConfig.algo
+    if chosen not in ALGOS:
+        raise InputError(f"unknown algorithm {chosen!r}; choose from {', '.join(ALGOS)}", field="algo")
+    merged = _merge({**ALGO_DEFAULTS[chosen]}, data)
+    merged["algo"] = chosen
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(merged) - known)
+    if unknown:
+        raise InputError(f"unknown config keys {unknown}", path=path, field=unknown[0])
+    try:
+        return TrainConfig(**merged)
+    except InputError as e:
+        raise InputError(e.message, path=path, field=e.field) from None

@@ -1,0 +1,159 @@
+"""``train-report``: runs' ``metrics.jsonl`` -> the time-breakdown table and reward curves.
+
+The table is the paper's per-step wall-clock breakdown: for each run the mean seconds per step
+of each verl phase (``gen``, ``reward``, ``adv``, ``update_actor`` with its ``teacher`` forward
+part, ``step``), leaving the first ``skip_steps`` steps out (the first step pays one-time
+costs), and the ratio of every run to the first run given (e.g. MOPD / SDPO).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from mopd_eval.errors import InputError
+from mopd_eval.jsonl import iter_jsonl, write_json_atomic, write_text_atomic
+
+PHASE_ROWS = [
+    ("timing_s/gen", "gen (sampling)"),
+    ("timing_s/reward", "reward (verifier)"),
+    ("timing_s/adv", "adv (advantages / teacher contexts)"),
+    ("timing_s/update_actor", "update_actor"),
+    ("timing_s/teacher", "  of which teacher forward"),
+    ("timing_s/step", "step (total)"),
+]
+CONTEXT_ROWS = [
+    ("teacher/prompt_length/mean", "teacher prompt tokens (mean, trained samples)"),
+    ("teacher/context_fraction", "samples with a teacher context"),
+    ("response_length/mean", "response tokens (mean)"),
+    ("critic/rewards/mean", "reward (mean over steps)"),
+]
+
+
+def load_run(run_dir: str | Path) -> tuple[dict, pd.DataFrame]:
+    """``(config, metrics)`` of a run directory (``train_config.json`` optional)."""
+    run_dir = Path(run_dir)
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        raise InputError("no metrics.jsonl (not a training run directory)", path=run_dir)
+    rows = [row for _, row in iter_jsonl(path, allow_torn_tail=True)]
+    if not rows:
+        raise InputError("metrics.jsonl is empty", path=path)
+    cfg_path = run_dir / "train_config.json"
+    cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
+    return cfg, pd.DataFrame(rows).sort_values("step").reset_index(drop=True)
+
+
+def time_breakdown(runs: dict[str, pd.DataFrame], skip_steps: int = 1) -> pd.DataFrame:
+    """Mean seconds per step of each phase (rows) for each run (columns), plus ratio columns.
+
+    Steps ``<= skip_steps`` are left out unless that would leave nothing. A phase a run never
+    timed (e.g. ``teacher`` for GRPO) is NaN; a phase missing from some steps counts 0 there.
+    The teacher prompt length is averaged over the samples that had a teacher context. With two or more runs, ``NAME / FIRST`` columns give
+    each run's time relative to the first run.
+    """
+    names = list(runs)
+    table = {}
+    for name, df in runs.items():
+        use = df[df["step"] > skip_steps] if (df["step"] > skip_steps).any() else df
+        col = {}
+        for key, label in PHASE_ROWS + CONTEXT_ROWS:
+            if key not in df:
+                col[label] = float("nan")
+            elif key.startswith("timing_s/"):
+                # A phase missing from a step took no time there (e.g. no teacher forward when an
+                # update was skipped for lack of teacher contexts).
+                col[label] = float(use[key].fillna(0.0).mean())
+            elif key == "teacher/prompt_length/mean" and "teacher/context_fraction" in use:
+                # per trained sample: weight each step by its number of samples with a context
+                w = use["teacher/context_fraction"].fillna(0.0)
+                col[label] = float((use[key].fillna(0.0) * w).sum() / w.sum()) if w.sum() > 0 else float("nan")
+            elif key == "critic/rewards/mean":
+                col[label] = float(df[key].mean())
+            else:
+                col[label] = float(use[key].mean())
+        col["steps averaged"] = float(len(use))
+        table[name] = col
+    out = pd.DataFrame(table)
+    for name in names[1:]:
+        out[f"{name} / {names[0]}"] = out[name] / out[names[0]]
+        out.loc["steps averaged", f"{name} / {names[0]}"] = float("nan")
+    return out
+
+
+def _fmt(v: float, label: str) -> str:
+    if pd.isna(v):
+        return "-"
+    if label == "steps averaged":
+        return f"{v:.0f}"
+    return f"{v:.3f}" if abs(v) < 100 else f"{v:.1f}"
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    cols = list(table.columns)
+    lines = ["| mean per step (times in s) | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    for label, row in table.iterrows():
+        lines.append(f"| {label} | " + " | ".join(_fmt(row[c], label) for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(runs: dict[str, pd.DataFrame], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    keys = [("critic/rewards/mean", "reward (mean)"), ("teacher/context_fraction", "samples with a teacher context"),
+            ("timing_s/step", "seconds per step")]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4))
+    for ax, (key, title) in zip(axes, keys, strict=True):
+        for name, df in runs.items():
+            if key in df:
+                ax.plot(df["step"], df[key], marker="o", label=name)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_train_report(
+    run_dirs: Sequence[str | Path],
+    out: str | Path,
+    *,
+    names: Sequence[str] | None = None,
+    skip_steps: int = 1,
+) -> list[Path]:
+    """Write ``time_breakdown.md``/``.csv``, ``reward_curves.png`` and ``summary.json`` to ``out``."""
+    out = Path(out)
+    loaded = [load_run(d) for d in run_dirs]
+    if names is not None and len(names) != len(loaded):
+        raise InputError(f"{len(names)} names for {len(loaded)} runs", field="--names")
+    labels = list(names) if names else [cfg.get("algo") or Path(d).name for (cfg, _), d in zip(loaded, run_dirs, strict=True)]
+    if len(set(labels)) != len(labels):
+        labels = [Path(d).name for d in run_dirs]
+    runs = {label: df for label, (_, df) in zip(labels, loaded, strict=True)}
+    table = time_breakdown(runs, skip_steps)
+    out.mkdir(parents=True, exist_ok=True)
+    md = out / "time_breakdown.md"
+    csv = out / "time_breakdown.csv"
+    png = out / "reward_curves.png"
+    summary = out / "summary.json"
+    write_text_atomic(md, to_markdown(table))
+    write_text_atomic(csv, table.to_csv())
+    plot_curves(runs, png)
+    write_json_atomic(summary, {
+        "runs": {label: str(d) for label, d in zip(labels, run_dirs, strict=True)},
+        "skip_steps": skip_steps,
+        "table": json.loads(table.to_json()),
+        "configs": {label: cfg for label, (cfg, _) in zip(labels, loaded, strict=True)},
+    })
+    return [md, csv, png, summary]
