@@ -224,6 +224,10 @@ def _convert(spec: EmbeddedModel, gguf: Path, target: Path) -> None:
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # save_pretrained refuses a GGUF-loaded model, so rebuild a plain one from its config.
     net = AutoModelForCausalLM.from_config(src.config, dtype=torch.float32)
+    # The weights are dequantised float32 now; a GGUF quantization_config left in config.json
+    # would make transformers refuse save_pretrained on every model loaded from the checkpoint.
+    if getattr(net.config, "quantization_config", None) is not None:
+        del net.config.quantization_config
     net.load_state_dict(src.state_dict())
     net.generation_config.eos_token_id = tok.eos_token_id
     net.generation_config.pad_token_id = tok.pad_token_id
