@@ -2,11 +2,12 @@
 
 The workload is what ``mopd-eval signal`` sends to the engine: for each problem, every target
 rollout under every study condition (teacher prompts from ``mopd_eval.contexts``, chat
-placement, paper templates), one ``score`` call per problem. By default the rollout set is
-synthetic and seeded (arithmetic questions, step-by-step answers of ~60 tokens, mixed success);
-``--rollouts R.jsonl`` uses a real rollout file, ``--pairs P.jsonl`` a ready list of
-``{"teacher_prompt_ids", "target_ids"[, "problem_id"]}`` rows (``--write-pairs`` dumps the
-synthetic one in that format).
+placement, paper templates), one ``score`` call per problem. By default the rollout set is the
+shipped default set of the signal study (``mopd_eval/data/smollm2_signal_rollouts.jsonl``);
+``--rollouts R.jsonl`` uses another rollout file, ``--synthetic`` a seeded synthetic set
+(arithmetic questions, templated step-by-step answers of ~90 tokens, mixed success), and
+``--pairs P.jsonl`` a ready list of ``{"teacher_prompt_ids", "target_ids"[, "problem_id"]}``
+rows (``--write-pairs`` dumps any workload in that format).
 
 Both paths run on the same model in the same process. The fast path first scores the whole
 workload. The naive path (what the reference code does) is slow, so it runs on the first
@@ -44,10 +45,14 @@ from mopd_eval.contexts import (  # noqa: E402
     build_context,
     render_teacher_prompt,
     resolve_conditions,
+    response_token_ids,
 )
 from mopd_eval.engines.hf import HFEngine  # noqa: E402
 from mopd_eval.records import Rollout, group_rollouts, read_rollouts  # noqa: E402
 
+DEFAULT_ROLLOUTS = (
+    Path(__file__).resolve().parents[1] / "mopd_eval/data/smollm2_signal_rollouts.jsonl"
+)
 PHRASES = [
     "Let me work this out step by step.",
     "We need to compute the value carefully.",
@@ -115,7 +120,7 @@ def workload_from_rollouts(rollouts: list[Rollout], tokenizer, conditions: list[
                 pairs.append(
                     (
                         tokenizer(text, add_special_tokens=False)["input_ids"],
-                        tokenizer(target.response, add_special_tokens=False)["input_ids"],
+                        response_token_ids(target, tokenizer),
                     )
                 )
         per_problem.append(pairs)
@@ -201,8 +206,12 @@ def main(argv: list[str] | None = None) -> int:
         "--pairs", type=Path, help="JSONL of {teacher_prompt_ids, target_ids[, problem_id]}"
     )
     src.add_argument(
-        "--rollouts", type=Path, help="a rollout JSONL to build the study workload from"
+        "--rollouts",
+        type=Path,
+        default=DEFAULT_ROLLOUTS,
+        help="a rollout JSONL to build the study workload from (default: the shipped set)",
     )
+    src.add_argument("--synthetic", action="store_true", help="use a seeded synthetic rollout set")
     ap.add_argument("--problems", type=int, default=8, help="synthetic problems (default 8)")
     ap.add_argument("--per-problem", type=int, default=8, help="synthetic rollouts per problem")
     ap.add_argument("--conditions", default=",".join(STUDY_CONDITIONS))
@@ -242,18 +251,12 @@ def main(argv: list[str] | None = None) -> int:
         problems = workload_from_pairs(args.pairs)
         source = str(args.pairs)
     else:
-        rollouts = (
-            read_rollouts(args.rollouts)
-            if args.rollouts
-            else synthetic_rollouts(args.problems, args.per_problem, args.seed)
-        )
-        source = (
-            str(args.rollouts)
-            if args.rollouts
-            else (
-                f"synthetic {args.problems} problems x {args.per_problem} rollouts (seed {args.seed})"
-            )
-        )
+        if args.synthetic or not args.rollouts.exists():
+            rollouts = synthetic_rollouts(args.problems, args.per_problem, args.seed)
+            source = f"synthetic {args.problems} problems x {args.per_problem} rollouts (seed {args.seed})"
+        else:
+            rollouts = read_rollouts(args.rollouts)
+            source = str(args.rollouts)
         problems = workload_from_rollouts(
             rollouts, engine.tokenizer, args.conditions.split(","), args.seed
         )

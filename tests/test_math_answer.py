@@ -6,7 +6,13 @@ import pytest
 
 from mopd_eval.tasks import get_task
 from mopd_eval.tasks.arith import generate
-from mopd_eval.verifiers.math_answer import MathEquivalence, as_integer, last_boxed, last_number, verify_answer
+from mopd_eval.verifiers.math_answer import (
+    MathEquivalence,
+    as_integer,
+    last_boxed,
+    last_number,
+    verify_answer,
+)
 
 
 @pytest.mark.parametrize(
