@@ -58,12 +58,13 @@ def _bench(files: list[Path], root: Path) -> list[str]:
     out = ["| report | task | model | n | problems | mean@n | pass@1 | pass@n |", "|---|---|---|---:|---:|---:|---:|---:|"]
     for f in files:
         r = json.loads(f.read_text())
-        m, n = r.get("metrics", {}), r.get("config", {}).get("n")
-        pk = m.get("pass_at_k", {})
+        m = r.get("metrics", {})
+        n = m.get("n", r.get("config", {}).get("n"))
+        pk = m.get("pass@k", {})
         out.append(
             f"| [{f.parent.relative_to(root)}]({f.parent.relative_to(root)}/) | {r.get('task')} | "
             f"{r.get('config', {}).get('model')} | {n} | {r.get('counts', {}).get('problems_scored')} | "
-            f"{_fmt(m.get('mean_at_n'))} | {_fmt(pk.get('1'))} | {_fmt(pk.get(str(n)))} |"
+            f"{_fmt(m.get('mean@' + str(n)))} | {_fmt(pk.get('1'))} | {_fmt(pk.get(str(n)))} |"
         )
     return out
 

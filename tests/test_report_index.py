@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 from mopd_eval.cli import main
 from mopd_eval.jsonl import write_jsonl_atomic
@@ -38,3 +39,11 @@ def test_index_lists_signal_and_diversity_headlines(tmp_path):
     assert "| A | 0.667 |" in text
     assert "## Benchmarks\n\nNot generated yet." in text
     assert "Regenerate: `mopd-eval signal`" in text
+    # A bench report as `mopd-eval bench` writes it (the committed arith run).
+    committed = Path(__file__).parents[1] / "reports" / "bench" / "arith" / "results.json"
+    (reports / "bench" / "arith").mkdir(parents=True)
+    (reports / "bench" / "arith" / "results.json").write_text(committed.read_text())
+    assert main(["report", "--reports", str(reports)]) == 0
+    r = json.loads(committed.read_text())["metrics"]
+    row = f"| {r['mean@8']:.3f} | {r['pass@k']['1']:.3f} | {r['pass@k']['8']:.3f} |"
+    assert row in (reports / "README.md").read_text()
