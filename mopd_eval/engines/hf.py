@@ -55,6 +55,9 @@ from tqdm.auto import tqdm
 
 from mopd_eval.engines.base import Sample, check_score_inputs, row_seed, stop_token_ids
 
+# Shortest shared edge worth its own forward (see ``score``).
+_EXTEND_MIN = 16
+
 
 @dataclass
 class ScoreStats:
@@ -88,7 +91,7 @@ class HFEngine:
         device: str = "cpu",
         dtype=None,
         pack_tokens: int = 1024,
-        row_tokens: int = 256,
+        row_tokens: int = 64,
         gen_batch_rows: int = 32,
     ) -> None:
         if isinstance(model, (str, os.PathLike)):
@@ -158,6 +161,12 @@ class HFEngine:
             # each later sequence past its LCP with its predecessor (>= d inside the range).
             return int(lens[lo] - d + cum[hi] - cum[lo + 1])
 
+        def shared_edge(lo: int, hi: int, d: int) -> bool:
+            # Several sequences sharing a long edge below d (a teacher prompt followed by its
+            # targets): extend the cache through the edge first, so the targets become separate
+            # short rows instead of one row in which each attends to all its siblings.
+            return hi - lo > 1 and int(lcp[lo + 1 : hi].min()) - d >= _EXTEND_MIN
+
         job = _ScoreJob(
             self,
             order,
@@ -187,10 +196,10 @@ class HFEngine:
                 job.pack(task[1], task[2])
                 continue
             _, lo, hi, d = task
-            if unique_below(lo, hi, d) <= self.pack_tokens:
+            common = int(lens[lo]) if hi - lo == 1 else int(lcp[lo + 1 : hi].min())
+            if unique_below(lo, hi, d) <= self.pack_tokens and not shared_edge(lo, hi, d):
                 job.pack([(lo, hi)], d)
                 continue
-            common = int(lens[lo]) if hi - lo == 1 else int(lcp[lo + 1 : hi].min())
             if common > d:
                 job.extend(lo, hi, d, common)
                 stack.append(("crop", d))
@@ -205,7 +214,7 @@ class HFEngine:
             size = 0
             for a, b in bounds:
                 u = unique_below(a, b, d)
-                if u > self.pack_tokens:
+                if u > self.pack_tokens or shared_edge(a, b, d):
                     todo.append(("range", a, b, d))
                     continue
                 if size + u > self.pack_tokens and group:
