@@ -114,7 +114,8 @@ def test_every_task_runs_from_its_fixture_into_one_combined_table(all_tasks_run)
         assert set(res["metrics"]["pass@k"]) == {"1", "2"} and "torch" in res["versions"]
         assert res["counts"]["samples"] == 4
         assert f"| {t} |" in table and (d / "table.md").exists()
-    combined = json.loads((out / "results.json").read_text())
+    assert not (out / "results.json").exists()
+    combined = json.loads((out / "summary.json").read_text())
     assert list(combined["tasks"]) == ALL
     assert json.loads((out / "arith" / "results.json").read_text())["config"]["task_options"] == {"per_level": 20}
 

@@ -2,7 +2,7 @@
 
 One task: ``DIR/samples.jsonl``, ``DIR/results.json``, ``DIR/table.md``. Several tasks
 (``--task a --task b`` or ``--task a,b``): the same three files in ``DIR/<task>/`` each, plus
-one combined ``DIR/table.md`` and ``DIR/results.json``. Resumable (see ``mopd_eval.bench``).
+one combined ``DIR/table.md`` and ``DIR/summary.json`` (every task's results). Resumable (see ``mopd_eval.bench``).
 """
 
 from __future__ import annotations
@@ -152,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
             r.task.close()
     if len(runs) > 1:
         write_text_atomic(out / "table.md", markdown_table(results))
-        write_json_atomic(out / "results.json", {"tasks": {r["task"]: r for r in results}})
+        # Not "results.json": that name is one task's results (report indexes glob for it).
+        write_json_atomic(out / "summary.json", {"tasks": {r["task"]: r for r in results}})
     print(f"done in {time.perf_counter() - t0:.0f} s; table: {out / 'table.md'}")
     return 0
