@@ -55,9 +55,6 @@ from tqdm.auto import tqdm
 
 from mopd_eval.engines.base import Sample, check_score_inputs, row_seed, stop_token_ids
 
-# Shortest shared edge worth its own forward (see ``score``).
-_EXTEND_MIN = 16
-
 
 @dataclass
 class ScoreStats:
@@ -91,7 +88,7 @@ class HFEngine:
         device: str = "cpu",
         dtype=None,
         pack_tokens: int = 1024,
-        row_tokens: int = 64,
+        row_tokens: int = 256,
         gen_batch_rows: int = 32,
     ) -> None:
         if isinstance(model, (str, os.PathLike)):
@@ -161,12 +158,6 @@ class HFEngine:
             # each later sequence past its LCP with its predecessor (>= d inside the range).
             return int(lens[lo] - d + cum[hi] - cum[lo + 1])
 
-        def shared_edge(lo: int, hi: int, d: int) -> bool:
-            # Several sequences sharing a long edge below d (a teacher prompt followed by its
-            # targets): extend the cache through the edge first, so the targets become separate
-            # short rows instead of one row in which each attends to all its siblings.
-            return hi - lo > 1 and int(lcp[lo + 1 : hi].min()) - d >= _EXTEND_MIN
-
         job = _ScoreJob(
             self,
             order,
@@ -197,7 +188,7 @@ class HFEngine:
                 continue
             _, lo, hi, d = task
             common = int(lens[lo]) if hi - lo == 1 else int(lcp[lo + 1 : hi].min())
-            if unique_below(lo, hi, d) <= self.pack_tokens and not shared_edge(lo, hi, d):
+            if unique_below(lo, hi, d) <= self.pack_tokens:
                 job.pack([(lo, hi)], d)
                 continue
             if common > d:
@@ -214,7 +205,7 @@ class HFEngine:
             size = 0
             for a, b in bounds:
                 u = unique_below(a, b, d)
-                if u > self.pack_tokens or shared_edge(a, b, d):
+                if u > self.pack_tokens:
                     todo.append(("range", a, b, d))
                     continue
                 if size + u > self.pack_tokens and group:
