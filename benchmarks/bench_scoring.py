@@ -15,8 +15,9 @@ workload. The naive path (what the reference code does) is slow, so it runs on t
 of load on a shared machine hits both), and the ratio is taken on those calls; wall and process
 CPU time are both reported. The two results are compared (max |difference| of log-probs).
 
-    .venv/bin/python benchmarks/bench_scoring.py                 # embedded model, synthetic set
-    .venv/bin/python benchmarks/bench_scoring.py --naive-problems 8 --problems 8
+    .venv/bin/python benchmarks/bench_scoring.py                    # embedded model, shipped set
+    .venv/bin/python benchmarks/bench_scoring.py --naive-problems 4  # the README's numbers
+    .venv/bin/python benchmarks/bench_scoring.py --synthetic --problems 8
 
 Printed: target tokens per second of both paths and their ratio, peak RSS, the
 unique-token lower bound (distinct prefixes = positions that must be encoded at least once),

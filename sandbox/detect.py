@@ -259,7 +259,7 @@ def _describe(config: SandboxConfig, backend: str, tools: Tools, root: bool, ver
         Layer("session and process group", True,
               "setsid; the parent kills the whole group", "terminal signals, stray children"),
         Layer("rlimits", True,
-              "set by the launcher before the program starts, soft = hard; defaults: address space {lim.memory_mb} MiB, CPU timeout+1 s, "
+              f"set by the launcher before the program starts, soft = hard; defaults: address space {lim.memory_mb} MiB, CPU timeout+1 s, "
               f"file size {lim.file_size_mb} MiB, open files {lim.open_files}, "
               f"processes {lim.processes}, core 0",
               "memory bombs, CPU burn, huge files, fd exhaustion, fork bombs"),

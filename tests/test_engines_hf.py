@@ -139,6 +139,35 @@ def test_score_property_small_alphabet(tiny, data, pack_tokens, row_tokens):
     assert eng.last_stats.forwarded == eng.last_stats.lower_bound
 
 
+def test_score_within_a_small_kv_budget_splits_into_chunks(tiny):
+    # A budget of about half the trie's keys/values splits the call into chunks: results stay
+    # exact, and only the prefixes shared across chunk boundaries are encoded again.
+    model, tok = tiny
+    prompts, tgts = signal_like_workload(tok)
+    want = HFEngine(model, tok, row_tokens=8).score(prompts, tgts)
+    c = model.config
+    per_position = 2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim * 4
+    eng = HFEngine(model, tok, row_tokens=8, kv_budget_mb=250 * per_position / 2**20)
+    assert_close(eng.score(prompts, tgts), eng.score_naive(prompts, tgts))
+    assert_close(eng.score(prompts, tgts), want)
+    s = eng.last_stats
+    assert s.lower_bound < s.forwarded < s.naive_positions
+
+
+def test_score_through_the_models_own_head(tiny):
+    # The hidden-state path is taken only when the head is a plain linear map (it is here);
+    # the fallback through the model's forward with logits_to_keep gives the same numbers.
+    from mopd_eval.engines.tree_scoring import head_is_linear
+
+    model, tok = tiny
+    assert head_is_linear(model)
+    eng = HFEngine(model, tok, row_tokens=8)
+    eng._linear_head = False
+    prompts, tgts = signal_like_workload(tok, seed=5)
+    assert_close(eng.score(prompts, tgts), eng.score_naive(prompts, tgts))
+    assert eng.last_stats.forwarded == eng.last_stats.lower_bound
+
+
 def test_score_input_errors(engine):
     with pytest.raises(ValueError, match="pair up"):
         engine.score([[1, 2]], [[3], [4]])

@@ -244,6 +244,9 @@ def test_cli_doctor():
     names = [layer["name"] for layer in doc["layers"]]
     assert names[:4] == ["fresh interpreter", "session and process group", "rlimits",
                          "unprivileged uid"]
+    # Every limit is printed as a number (a missed f-string once printed "{lim.memory_mb}").
+    rl = doc["layers"][2]["detail"]
+    assert "{" not in rl and "address space 2048 MiB" in rl, rl
     off = _cli("doctor", "--strict", env={**os.environ, "MOPD_SANDBOX_NAMESPACES": "0"})
     assert off.returncode == 1
     assert "network namespace          MISSING" in off.stdout
