@@ -38,6 +38,36 @@ def chat_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
     return list(ids)
 
 
+def sampled_rollout(
+    problem: Problem,
+    index: int,
+    messages: list[dict],
+    sample,
+    verdict,
+    task_name: str,
+    **meta,
+) -> Rollout:
+    """The rollout record of sample ``index`` of ``problem`` (an engine ``Sample``) and its
+    ``Verdict``; ``meta`` adds to the sampled token ids, finish reason and verdict status."""
+    return Rollout(
+        problem_id=problem.problem_id,
+        rollout_id=f"{problem.problem_id}#{index}",
+        prompt=messages,
+        response=sample.text,
+        reward=verdict.reward,
+        success=verdict.success,
+        feedback=verdict.feedback,
+        task=task_name,
+        ground_truth=problem.ground_truth,
+        meta={
+            **meta,
+            "finish_reason": sample.finish_reason,
+            "status": verdict.status,
+            "response_token_ids": list(sample.token_ids),
+        },
+    )
+
+
 def sample_and_verify(
     task: Task,
     engine,
@@ -60,29 +90,21 @@ def sample_and_verify(
             v = verdicts[k]
             k += 1
             out.append(
-                Rollout(
-                    problem_id=p.problem_id,
-                    rollout_id=f"{p.problem_id}#{j}",
-                    prompt=msgs,
-                    response=s.text,
-                    reward=v.reward,
-                    success=v.success,
-                    feedback=v.feedback,
-                    task=task.name,
-                    ground_truth=p.ground_truth,
-                    meta={
-                        "model": model_name,
-                        "sample_index": j,
-                        "temperature": cfg.temperature,
-                        "top_p": cfg.top_p,
-                        "max_tokens": cfg.max_tokens,
-                        "seed": cfg.seed,
-                        "finish_reason": s.finish_reason,
-                        "status": v.status,
-                        "partial": v.partial,
-                        "response_token_ids": s.token_ids,
-                        **{f"problem_{key}": val for key, val in p.meta.items()},
-                    },
+                sampled_rollout(
+                    p,
+                    j,
+                    msgs,
+                    s,
+                    v,
+                    task.name,
+                    model=model_name,
+                    sample_index=j,
+                    temperature=cfg.temperature,
+                    top_p=cfg.top_p,
+                    max_tokens=cfg.max_tokens,
+                    seed=cfg.seed,
+                    partial=v.partial,
+                    **{f"problem_{key}": val for key, val in p.meta.items()},
                 )
             )
     return out

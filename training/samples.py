@@ -22,6 +22,7 @@ from mopd_eval.contexts import (
 )
 from mopd_eval.engines.base import Sample
 from mopd_eval.records import Rollout
+from mopd_eval.rollout_gen import sampled_rollout
 from mopd_eval.tasks.base import Problem
 from mopd_eval.verdict import Verdict
 from training.losses import grpo_advantages
@@ -67,19 +68,7 @@ def make_samples(
             ids = list(s.token_ids)
             if s.finish_reason == "stop" and stop_id is not None:
                 ids.append(stop_id)
-            r = Rollout(
-                problem_id=p.problem_id,
-                rollout_id=f"{p.problem_id}#{j}",
-                prompt=msgs,
-                response=s.text,
-                reward=v.reward,
-                success=v.success,
-                feedback=v.feedback,
-                task=task_name,
-                ground_truth=p.ground_truth,
-                meta={"step": step, "finish_reason": s.finish_reason, "status": v.status,
-                      "response_token_ids": list(s.token_ids)},
-            )
+            r = sampled_rollout(p, j, msgs, s, v, task_name, step=step)
             out.append(TrainSample(r, g, list(pids), ids))
     if k != len(verdicts):
         raise ValueError(f"{len(verdicts)} verdicts for {k} samples")
