@@ -15,15 +15,17 @@ does) encodes ``sum(len(prompt) + len(target) - 1)`` positions instead.
    node at depth d).
 2. Encode the trie in *waves*, breadth first. A subtree of at most ``row_tokens`` new positions
    becomes a tree-attention part: every position once, position id = depth, a mask in which each
-   position sees its ancestors only. Parts below the same node share a row (first fit
-   decreasing). A bigger subtree contributes its trunk (the chain down to its first branching,
-   at most ``pack_tokens`` long) as a row of this wave, and its children wait for the next wave.
-3. Every row has its own cached prefix: the keys and values of its ancestors' trunks, kept from
-   earlier waves and gathered into a batch cache (right-padded, masked). So rows below different
-   nodes share one forward, rows are short (a query attends to its prefix plus its row, not to a
-   wide pack of unrelated positions), and forwards are few and large: rows are sorted by width
-   and batched up to ``pack_tokens`` padded positions. A trunk's keys and values are dropped
-   once no pending subtree descends from it.
+   position sees its ancestors only. A bigger subtree contributes its trunk (the chain down to
+   its first branching, at most ``pack_tokens`` long) with as many of its small children as fit
+   beside it in ``row_tokens``; its other children wait for the next wave.
+3. Every part has its own cached prefix: the keys and values of its ancestors' trunks, kept from
+   earlier waves. The parts of a wave are spread over as many rows of about ``row_tokens``
+   positions as they need (largest first, each into the row whose cache it grows least, which
+   puts siblings together), a row's cache holds the union of its parts' prefixes (masked per
+   part), and rows of similar width are batched up to ``pack_tokens`` padded positions per
+   forward. So parts below different nodes share one forward, and a query attends to a cache
+   and a short row instead of a wide pack of unrelated positions. A trunk's keys and values are
+   dropped once no pending subtree descends from it.
 4. Only target positions reach the output head, in chunks, each chunk as one log-softmax
    (the head is applied to the decoder's hidden states when it is a plain linear map, which is
    checked numerically once per model; otherwise the model's own head runs with
