@@ -132,7 +132,7 @@ def score_rollouts(
                 if old.get(k) != run_key.get(k)
             }
             raise InputError(
-                f"existing scores were made with other settings {diff}; use another --out or delete them",
+                f"existing scores were made with other settings {diff}; use another --out, --rescore, or delete them",
                 path=out_path,
             )
     elif out_path.exists():

@@ -69,9 +69,15 @@ def test_signal_end_to_end_resumes_and_matches_a_plain_forward(rollouts, tiny_mo
     metrics = json.loads((report / "metrics.json").read_text())
     assert "2s1f" in metrics["conditions"] and metrics["seed"] == 0
 
+    # The resumable log lives in work/, which git ignores (a fresh clone scores for itself).
+    log = report / "work" / "teacher_scores.jsonl"
+    assert (report / "work" / ".gitignore").read_text() == "*\n"
+    assert sorted(log.read_text().splitlines()) == sorted(
+        (report / "teacher_scores.jsonl").read_text().splitlines()
+    )
     # Rerun: nothing left to score, same scores; a torn tail (a kill mid-write) is recovered.
-    text = (report / "teacher_scores.jsonl").read_text().splitlines()
-    (report / "teacher_scores.jsonl").write_text("\n".join(text[:50]) + "\n" + text[50][:20])
+    text = log.read_text().splitlines()
+    log.write_text("\n".join(text[:50]) + "\n" + text[50][:20])
     assert main(args) == 0
     again = rows(report / "teacher_scores.jsonl")
     key = lambda r: (r["condition"], r["problem_id"], r["rollout_id"])  # noqa: E731
