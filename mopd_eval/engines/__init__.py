@@ -15,7 +15,8 @@ __all__ = ["ENGINES", "Engine", "Sample", "make_engine", "row_seed", "stop_token
 def make_engine(name: str, model: str | os.PathLike[str], **kw) -> Engine:
     """Build engine ``name`` ("hf" or "vllm") on ``model`` (alias or local HF directory).
 
-    Keyword arguments go to the engine: ``HFEngine(device=, dtype=, pack_tokens=, gen_batch_rows=)``,
+    Keyword arguments go to the engine: ``HFEngine(device=, dtype=, pack_tokens=, row_tokens=,
+    kv_budget_mb=, gen_batch_rows=)``,
     ``VLLMEngine(tensor_parallel_size=, gpu_memory_utilization=, dtype=, ...)``. An unknown name,
     or ``vllm`` without the ``vllm`` extra installed, raises ``InputError`` (field ``engine``).
     """
