@@ -39,11 +39,12 @@ class HFEngine:
     """Engine on a transformers causal LM (CPU or GPU).
 
     ``model`` is an alias or a local directory (loaded with ``models.load_model``) or an already
-    loaded ``PreTrainedModel`` (then ``tokenizer`` is required). ``pack_tokens`` bounds the new
-    padded positions of one scoring forward, ``row_tokens`` the positions of a subtree encoded
-    as one tree-attention row (the attention span beyond its cached prefix), ``kv_budget_mb``
-    the keys/values one scoring chunk may keep (see ``tree_scoring``); ``gen_batch_rows`` bounds the sampled rows decoded
-    together. Assumes full causal attention (Llama, Qwen2, ... families; not sliding windows).
+    loaded ``PreTrainedModel`` (then ``tokenizer`` is required). Scoring (see ``tree_scoring``):
+    ``pack_tokens`` bounds the padded positions of one forward, ``row_tokens`` the positions of a
+    subtree encoded as one tree-attention part (its attention span beyond its cached prefix),
+    ``kv_budget_mb`` the keys/values one call may keep. ``gen_batch_rows`` bounds the sampled
+    rows decoded together. Assumes full causal attention (Llama, Qwen2, ... families; not
+    sliding windows).
     """
 
     name = "hf"
