@@ -2,8 +2,8 @@
 
 The workload is what ``mopd-eval signal`` sends to the engine: for each problem, every target
 rollout under every study condition (teacher prompts from ``mopd_eval.contexts``, chat
-placement, paper templates), one ``score`` call per problem (the study itself sends 4 problems
-per call, which measured 7.7% faster). By default the rollout set is the
+placement, paper templates), ``--problems-per-call`` problems per ``score`` call (4, as the
+study sends them; 1 measured 7.7% slower). By default the rollout set is the
 shipped default set of the signal study (``mopd_eval/data/smollm2_signal_rollouts.jsonl``);
 ``--rollouts R.jsonl`` uses another rollout file, ``--synthetic`` a seeded synthetic set
 (arithmetic questions, templated step-by-step answers of ~90 tokens, mixed success), and
@@ -221,7 +221,14 @@ def main(argv: list[str] | None = None) -> int:
         "--naive-problems",
         type=int,
         default=2,
-        help="problems the naive path runs on (it is slow); the ratio uses these",
+        help="problems the naive path runs on (it is slow; rounded up to whole calls); the "
+        "ratio uses these",
+    )
+    ap.add_argument(
+        "--problems-per-call",
+        type=int,
+        default=4,
+        help="problems whose pairs go to one score call (default 4, as mopd-eval signal)",
     )
     ap.add_argument(
         "--pack-tokens", type=int, default=None, help="hf engine pack size (default: engine's)"
@@ -270,11 +277,14 @@ def main(argv: list[str] | None = None) -> int:
                         json.dumps({"problem_id": k, "teacher_prompt_ids": p, "target_ids": t})
                         + "\n"
                     )
+    k = max(1, args.problems_per_call)
+    problems = [sum(problems[i : i + k], []) for i in range(0, len(problems), k)]
     n_pairs = sum(len(p) for p in problems)
     plen = np.array([len(p) for pairs in problems for p, _ in pairs])
     tlen = np.array([len(t) for pairs in problems for _, t in pairs])
     print(
-        f"workload: {source}; {len(problems)} score calls, {n_pairs} pairs; teacher prompt tokens "
+        f"workload: {source}; {len(problems)} score calls ({k} problems each), {n_pairs} pairs; "
+        f"teacher prompt tokens "
         f"mean {plen.mean():.0f} (max {plen.max()}), target tokens mean {tlen.mean():.0f} (max {tlen.max()})"
     )
 
@@ -283,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
 
     fast = run_fast(engine, problems)
     rss_fast = peak_rss_mb()
-    sub = problems[: max(1, args.naive_problems)]
+    sub = problems[: max(1, -(-args.naive_problems // k))]
     paired = run_paired(engine, sub)
     rss_all = peak_rss_mb()
 
