@@ -41,14 +41,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mopd_eval.contexts import (  # noqa: E402
-    PAPER_TEMPLATES,
-    STUDY_CONDITIONS,
-    build_context,
-    render_teacher_prompt,
-    resolve_conditions,
-    response_token_ids,
-)
+from analysis.teacher_scoring import build_requests  # noqa: E402
+from mopd_eval.contexts import STUDY_CONDITIONS, resolve_conditions  # noqa: E402
 from mopd_eval.engines.hf import HFEngine  # noqa: E402
 from mopd_eval.records import Rollout, group_rollouts, read_rollouts  # noqa: E402
 
@@ -110,23 +104,13 @@ def synthetic_rollouts(problems: int, per_problem: int, seed: int) -> list[Rollo
 
 
 def workload_from_rollouts(rollouts: list[Rollout], tokenizer, conditions: list[str], seed: int):
-    """One list of (prompt ids, target ids) per problem, as ``mopd-eval signal`` builds them."""
+    """One list of (prompt ids, target ids) per problem, built by the study's own
+    ``build_requests`` (chat placement, paper templates, group order)."""
     conds = resolve_conditions(conditions)
-    per_problem = []
-    for group in group_rollouts(rollouts).values():
-        pairs = []
-        for cond in conds:
-            for i, target in enumerate(group):
-                ctx = build_context(group, i, cond, PAPER_TEMPLATES, seed=seed)
-                text = render_teacher_prompt(target, ctx, tokenizer, "chat", PAPER_TEMPLATES)
-                pairs.append(
-                    (
-                        tokenizer(text, add_special_tokens=False)["input_ids"],
-                        response_token_ids(target, tokenizer),
-                    )
-                )
-        per_problem.append(pairs)
-    return per_problem
+    return [
+        [(q.prompt_ids, q.target_ids) for q in build_requests(group, conds, tokenizer, seed=seed)]
+        for group in group_rollouts(rollouts).values()
+    ]
 
 
 def workload_from_pairs(path: Path):

@@ -85,6 +85,17 @@ def stop_token_ids(tokenizer) -> list[int]:
     return sorted(ids)
 
 
+def check_generate_inputs(prompt_ids: list[list[int]], n: int, temperature: float, top_p: float) -> None:
+    """Raise ``ValueError`` unless ``n >= 1``, ``temperature >= 0``, ``0 < top_p <= 1`` and every
+    prompt is non-empty."""
+    if n < 1:
+        raise ValueError("n must be at least 1")
+    if temperature < 0 or not 0 < top_p <= 1:
+        raise ValueError("need temperature >= 0 and 0 < top_p <= 1")
+    if any(len(p) == 0 for p in prompt_ids):
+        raise ValueError("empty prompt")
+
+
 def check_score_inputs(teacher_prompt_ids: list[list[int]], target_ids: list[list[int]]) -> None:
     """Raise ``ValueError`` unless the two lists pair up and every prompt is non-empty."""
     if len(teacher_prompt_ids) != len(target_ids):

@@ -24,7 +24,13 @@ import os
 import numpy as np
 import torch
 
-from mopd_eval.engines.base import Sample, check_score_inputs, row_seed, stop_token_ids
+from mopd_eval.engines.base import (
+    Sample,
+    check_generate_inputs,
+    check_score_inputs,
+    row_seed,
+    stop_token_ids,
+)
 from mopd_eval.engines.tree_scoring import (
     ScoreStats,
     head_is_linear,
@@ -138,12 +144,7 @@ class HFEngine:
         seed: int,
     ) -> list[list[Sample]]:
         """``n`` samples per prompt (see the module docstring for reproducibility)."""
-        if n < 1:
-            raise ValueError("n must be at least 1")
-        if temperature < 0 or not 0 < top_p <= 1:
-            raise ValueError("need temperature >= 0 and 0 < top_p <= 1")
-        if any(len(p) == 0 for p in prompt_ids):
-            raise ValueError("empty prompt")
+        check_generate_inputs(prompt_ids, n, temperature, top_p)
         results: list[list[Sample]] = [[] for _ in prompt_ids]
         if max_tokens < 1:
             return [[Sample("", [], "length") for _ in range(n)] for _ in prompt_ids]

@@ -339,10 +339,11 @@ class _Encoder:
             # a short trunk does not cost a forward of its own; the rest wait for the next wave.
             room = self.row_tokens - (e - d)
             ride = []
-            for a, b in sorted(kids, key=lambda ab: -trie.unique_below(*ab, common)):
-                if trie.unique_below(a, b, common) <= room:
+            sizes = {ab: trie.unique_below(*ab, common) for ab in kids}
+            for a, b in sorted(kids, key=lambda ab: -sizes[ab]):
+                if sizes[a, b] <= room:
                     ride.append((a, b))
-                    room -= trie.unique_below(a, b, common)
+                    room -= sizes[a, b]
                 else:
                     later.append((a, b, common, (*prefix, seg)))
             if not ride:

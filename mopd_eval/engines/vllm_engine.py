@@ -19,7 +19,13 @@ import os
 
 import numpy as np
 
-from mopd_eval.engines.base import Sample, check_score_inputs, row_seed, stop_token_ids
+from mopd_eval.engines.base import (
+    Sample,
+    check_generate_inputs,
+    check_score_inputs,
+    row_seed,
+    stop_token_ids,
+)
 
 
 class VLLMEngine:
@@ -72,10 +78,7 @@ class VLLMEngine:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        if n < 1:
-            raise ValueError("n must be at least 1")
-        if any(len(p) == 0 for p in prompt_ids):
-            raise ValueError("empty prompt")
+        check_generate_inputs(prompt_ids, n, temperature, top_p)
         if max_tokens < 1:
             return [[Sample("", [], "length") for _ in range(n)] for _ in prompt_ids]
         prompts = [_ints(p) for p in prompt_ids]
