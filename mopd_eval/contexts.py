@@ -1,7 +1,8 @@
 """Peer contexts: what the teacher sees when it scores one target rollout.
 
 The single place where teacher prompts are assembled, used by the signal study (``analysis/``)
-and by the trainer (``training/``), so the teacher reads the same text in both.
+and by the trainer (``training/``), so the teacher reads the same text in both. The conditions,
+template sets, placements and the spec-file format are documented in ``docs/conditions.md``.
 
 A condition picks peers of the target (the other rollouts of its group, never the target
 itself) and puts them into the slots of a template set:
@@ -13,15 +14,17 @@ The first success shown goes under the ``solution`` header, every further succes
 ``feedback``. With no slot filled the teacher prompt is the original prompt, unchanged. A row
 is *effective* when every slot its condition names was filled.
 
-Choices where DESIGN.md is silent (also in the README):
+Rules worth knowing (each has a test in ``tests/test_contexts.py``):
 
-* ``all`` shows every peer: first success as ``solution``, further successes as ``another``,
-  every failure as ``failure``. It names the solution and failure slots, so it is effective
-  when at least one success and one failure are shown. ``all-capped`` keeps at most two
-  successes (the reference code's behaviour) and every failure.
-* ``random_peer`` and ``score_ordered`` fill the 2s1f budget (two solution slots, one failure
-  slot) with peers chosen ignoring their labels: uniformly at random (seeded per target) or by
-  highest reward (ties keep group order).
+* ``all`` shows every peer. It names the solution and failure slots, so it is effective when at
+  least one success and one failure are shown. ``all-capped`` is the reference code's "All
+  Solutions": the first two successes and no failure, the same text as ``solution`` +
+  ``another``, effective when both are shown.
+* ``random_peer`` and ``score_ordered`` fill the target's own 2s1f budget: as many solution
+  slots as 2s1f fills for this target (0-2) and as many failure slots (0-1). ``random_peer``
+  puts seeded random peers into those slots in slot order, whatever their labels;
+  ``score_ordered`` takes the highest-reward peers (ties keep group order) and shows each under
+  the header of its true label. Both are effective exactly when 2s1f is.
 * ``second`` needs two successes among the peers and shows the second one alone.
 """
 
@@ -63,7 +66,7 @@ class TemplateSet:
                 raise InputError(f"template set {self.name!r}: {block} template lacks {{text}}", field=block)
 
 
-# The paper's template set, byte for byte (DESIGN.md).
+# The trainer's template set of the reference code, byte for byte.
 PAPER_TEMPLATES = TemplateSet(
     name="paper",
     reprompt="{prompt}{solution}{another}{failure}{feedback}\n\nCorrectly solve the original question.",
@@ -72,18 +75,33 @@ PAPER_TEMPLATES = TemplateSet(
     failure="\nA known failed solution (avoid repeating this mistake):\n\n{text}",
     feedback="\nThe following is feedback from your unsuccessful earlier attempt:\n\n{text}",
 )
+# The reference analysis script's strings, byte for byte: every block ends with a blank line and
+# the closing instruction with a newline. With placement ``flat`` these reproduce its prompts.
+PAPER_ANALYSIS_TEMPLATES = TemplateSet(
+    name="paper-analysis",
+    reprompt="{prompt}{solution}{another}{failure}{feedback}\n\nCorrectly solve the original question.\n",
+    solution="\nCorrect solution:\n\n{text}\n\n",
+    another="\nAnother successful solution:\n\n{text}\n\n",
+    failure="\nA known failed solution (avoid repeating this mistake):\n\n{text}\n\n",
+    feedback="\nThe following is feedback from your unsuccessful earlier attempt:\n\n{text}\n\n",
+)
+BUILTIN_TEMPLATES: dict[str, TemplateSet] = {t.name: t for t in (PAPER_TEMPLATES, PAPER_ANALYSIS_TEMPLATES)}
 
 
 @dataclass(frozen=True)
 class Condition:
-    """Which peers a condition shows.
+    """Which peers a condition shows, and how tables and figures name it.
 
     ``select="label"``: the first ``successes`` successes after skipping ``skip_successes`` and the
     first ``failures`` failures (``None`` = all of them, capped by ``max_successes``).
-    ``select="random"`` / ``"reward"``: ``successes + failures`` peers ignoring labels, picked
-    at random or by highest reward; the first ``successes`` fill success slots, the rest
-    failure slots. ``feedback`` adds the target's own verifier feedback. ``require="all"``: the
-    row is effective when every named slot was filled; ``"any"``: when at least one was.
+    ``select="random"`` / ``"reward"``: the budget is what ``select="label"`` with the same counts
+    would fill for this target; the slots are filled with peers chosen ignoring labels, at random
+    (shown in slot order: success slots first) or by highest reward (each shown under its true
+    label). ``feedback`` adds the target's own verifier feedback. ``require="all"``: the row is
+    effective when every named slot was filled; ``"any"``: when at least one was.
+
+    ``label`` is the name in Table 7 and Figure 4 (the condition's name when empty); ``control``
+    marks a control condition, set apart from the paper's rows and drawn hatched.
     """
 
     name: str
@@ -95,18 +113,33 @@ class Condition:
     feedback: bool = False
     require: Literal["all", "any"] = "all"
     label: str = ""
+    control: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise InputError("a condition needs a non-empty name", field="name")
         if self.select not in ("label", "random", "reward"):
             raise InputError(f"condition {self.name!r}: select must be label, random or reward", field="select")
         if self.require not in ("all", "any"):
             raise InputError(f"condition {self.name!r}: require must be all or any", field="require")
         if self.select != "label" and (self.successes is None or self.failures is None):
             raise InputError(f"condition {self.name!r}: select={self.select} needs fixed slot counts", field="select")
-        for name in ("successes", "failures", "max_successes"):
+        if self.select != "label" and (self.skip_successes or self.max_successes is not None):
+            # The budget of a label-blind pick is counted from the first success on.
+            raise InputError(
+                f"condition {self.name!r}: skip_successes and max_successes need select=label", field="select"
+            )
+        for name in ("successes", "failures", "max_successes", "skip_successes"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
                 raise InputError(f"condition {self.name!r}: {name} must be a non-negative integer or null", field=name)
+        for name in ("feedback", "control"):
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(f"condition {self.name!r}: {name} must be true or false", field=name)
+        if not isinstance(self.label, str):
+            raise InputError(f"condition {self.name!r}: label must be a string", field="label")
+        if not self.label:
+            object.__setattr__(self, "label", self.name)
 
 
 BUILTIN_CONDITIONS: dict[str, Condition] = {
@@ -118,15 +151,16 @@ BUILTIN_CONDITIONS: dict[str, Condition] = {
         Condition("failure", failures=1, label="Failure Sol."),
         Condition("primary+failure", successes=1, failures=1, label="Sol.+Failure"),
         Condition("2s1f", successes=2, failures=1, label="2 Suc.+1 Failure"),
-        Condition("all", successes=None, failures=None, label="All Solutions"),
-        Condition("all-capped", successes=None, failures=None, max_successes=2, label="All (capped 2 suc.)"),
-        Condition("random_peer", successes=2, failures=1, select="random", label="Random peers"),
-        Condition("score_ordered", successes=2, failures=1, select="reward", label="Score-ordered"),
-        Condition("feedback", feedback=True, label="SDPO feedback"),
+        Condition("all", successes=None, failures=None, label="All Solutions (every peer)"),
+        Condition("all-capped", successes=2, label="All Solutions (reference)"),
+        Condition("random_peer", successes=2, failures=1, select="random", label="Random peers", control=True),
+        Condition("score_ordered", successes=2, failures=1, select="reward", label="Score-ordered", control=True),
+        Condition("feedback", feedback=True, label="SDPO feedback", control=True),
     ]
 }
 PAPER_CONDITIONS = ["base", "primary", "second", "failure", "primary+failure", "2s1f", "all"]
-STUDY_CONDITIONS = [*PAPER_CONDITIONS, "random_peer", "score_ordered", "feedback"]
+# The study adds the reference's reading of "All Solutions" next to ours, and the controls.
+STUDY_CONDITIONS = [*PAPER_CONDITIONS, "all-capped", "random_peer", "score_ordered", "feedback"]
 
 
 @dataclass(frozen=True)
@@ -173,27 +207,29 @@ def order_peers(group: Sequence[Rollout], target_index: int, order: PeerOrder = 
     return peers
 
 
-def _select(cond: Condition, target: Rollout, peers: list[Rollout], seed: int) -> tuple[list[Rollout], list[Rollout], bool]:
-    """Return (success-slot peers, failure-slot peers, every named slot filled)."""
+def _select(cond: Condition, target: Rollout, peers: list[Rollout], seed: int) -> tuple[list[Rollout], list[Rollout], list[bool]]:
+    """Return (peers shown under success headers, peers under the failure header, per named slot: filled)."""
+    succ_all = [p for p in peers if p.success][cond.skip_successes :]
+    fail_all = [p for p in peers if not p.success]
+    if cond.max_successes is not None:
+        succ_all = succ_all[: cond.max_successes]
+    succ = succ_all if cond.successes is None else succ_all[: cond.successes]
+    fail = fail_all if cond.failures is None else fail_all[: cond.failures]
+    want_s = 1 if cond.successes is None else cond.successes
+    want_f = 1 if cond.failures is None else cond.failures
+    filled = [len(succ) >= want_s] * (want_s > 0) + [len(fail) >= want_f] * (want_f > 0)
     if cond.select == "label":
-        succ_all = [p for p in peers if p.success][cond.skip_successes :]
-        fail_all = [p for p in peers if not p.success]
-        if cond.max_successes is not None:
-            succ_all = succ_all[: cond.max_successes]
-        succ = succ_all if cond.successes is None else succ_all[: cond.successes]
-        fail = fail_all if cond.failures is None else fail_all[: cond.failures]
-        want_s = 1 if cond.successes is None else cond.successes
-        want_f = 1 if cond.failures is None else cond.failures
-        filled = [len(succ) >= want_s] * (want_s > 0) + [len(fail) >= want_f] * (want_f > 0)
         return succ, fail, filled
-    budget = cond.successes + cond.failures
+    # Label-blind picks keep the label rule's budget for this target, so they show exactly as
+    # many peers as the labelled condition would, and are effective exactly when it is.
+    budget = len(succ) + len(fail)
     if cond.select == "random":
         chosen = random.Random(_seed_for(seed, "pick", cond.name, target.problem_id, target.rollout_id)).sample(
-            peers, min(budget, len(peers))
+            peers, budget
         )
-    else:  # reward: stable sort keeps group order among equal rewards
-        chosen = sorted(peers, key=lambda p: -p.reward)[:budget]
-    return chosen[: cond.successes], chosen[cond.successes :], [len(chosen) >= budget] * (budget > 0)
+        return chosen[: len(succ)], chosen[len(succ) :], filled
+    chosen = sorted(peers, key=lambda p: -p.reward)[:budget]  # stable: ties keep group order
+    return [p for p in chosen if p.success], [p for p in chosen if not p.success], filled
 
 
 def build_context(
@@ -320,11 +356,13 @@ def response_token_ids(target: Rollout, tokenizer: Any) -> list[int]:
 
 
 def load_spec_file(path: str | Path) -> tuple[dict[str, Condition], dict[str, TemplateSet]]:
-    """Read user conditions and template sets from YAML or JSON.
+    """Read user conditions and template sets from YAML or JSON (format: ``docs/conditions.md``).
 
     Shape: ``{"conditions": [{"name": ..., "successes": 1, ...}], "templates": [{"name": ...,
     "reprompt": ..., "solution": ..., "another": ..., "failure": ..., "feedback": ...}]}``;
-    fields are those of ``Condition`` and ``TemplateSet``.
+    fields are those of ``Condition`` and ``TemplateSet``. A name that is built in or given twice
+    is an error: a spec adds conditions and template sets, it never changes one that scores may
+    already have been computed with.
     """
     import yaml
 
@@ -338,24 +376,42 @@ def load_spec_file(path: str | Path) -> tuple[dict[str, Condition], dict[str, Te
         raise InputError(f"cannot parse: {e}", path=path, line=None if line is None else line + 1) from None
     if not isinstance(data, dict):
         raise InputError("expected a mapping with 'conditions' and/or 'templates'", path=path)
-    conds: dict[str, Condition] = {}
-    temps: dict[str, TemplateSet] = {}
-    for kind, cls, out in (("conditions", Condition, conds), ("templates", TemplateSet, temps)):
-        allowed = {f.name for f in fields(cls)}
-        for i, item in enumerate(data.get(kind) or []):
-            where = f"{kind}[{i}]"
-            if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not item["name"]:
-                raise InputError(f"{where}: expected a mapping with a non-empty 'name'", path=path, field=where)
-            extra = set(item) - allowed
-            if extra:
-                raise InputError(f"{where}: unknown keys {sorted(extra)} (allowed: {sorted(allowed)})", path=path, field=where)
-            try:
-                out[item["name"]] = cls(**item)
-            except TypeError as e:
-                raise InputError(f"{where}: {e}", path=path, field=where) from None
-            except InputError as e:
-                raise InputError(e.message, path=path, field=f"{where}.{e.field}") from None
+    unknown = set(data) - {"conditions", "templates"}
+    if unknown:
+        raise InputError(f"unknown top-level keys {sorted(unknown)} (allowed: conditions, templates)", path=path)
+    conds = _spec_entries(path, data, "conditions", Condition, BUILTIN_CONDITIONS)
+    temps = _spec_entries(path, data, "templates", TemplateSet, BUILTIN_TEMPLATES)
     return conds, temps
+
+
+def _spec_entries(path: Path, data: dict, kind: str, cls: type, builtin: dict) -> dict:
+    items = data.get(kind) or []
+    if not isinstance(items, list):
+        raise InputError(f"{kind}: expected a list", path=path, field=kind)
+    allowed = {f.name for f in fields(cls)}
+    out: dict = {}
+    for i, item in enumerate(items):
+        where = f"{kind}[{i}]"
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not item["name"]:
+            raise InputError(f"{where}: expected a mapping with a non-empty 'name'", path=path, field=where)
+        name = item["name"]
+        if name in builtin:
+            raise InputError(
+                f"{where}: {name!r} is a built-in {kind[:-1]}; give yours another name",
+                path=path, field=f"{where}.name",
+            )
+        if name in out:
+            raise InputError(f"{where}: {name!r} is defined twice in this file", path=path, field=f"{where}.name")
+        extra = set(item) - allowed
+        if extra:
+            raise InputError(f"{where}: unknown keys {sorted(extra)} (allowed: {sorted(allowed)})", path=path, field=where)
+        try:
+            out[name] = cls(**item)
+        except TypeError as e:
+            raise InputError(f"{where}: {e}", path=path, field=where) from None
+        except InputError as e:
+            raise InputError(e.message, path=path, field=f"{where}.{e.field}") from None
+    return out
 
 
 def resolve_conditions(names: Iterable[str], extra: dict[str, Condition] | None = None) -> list[Condition]:
@@ -367,6 +423,14 @@ def resolve_conditions(names: Iterable[str], extra: dict[str, Condition] | None 
             raise InputError(f"unknown condition {name!r}; known: {', '.join(known)}", field="conditions")
         out.append(known[name])
     return out
+
+
+def resolve_templates(name: str, extra: dict[str, TemplateSet] | None = None) -> TemplateSet:
+    """Look a template-set name up among the built-in and user-defined ones; unknown is an error."""
+    known = {**BUILTIN_TEMPLATES, **(extra or {})}
+    if name not in known:
+        raise InputError(f"unknown template set {name!r}; known: {', '.join(known)}", field="templates")
+    return known[name]
 
 
 def context_row(target: Rollout, ctx: TeacherContext) -> dict:

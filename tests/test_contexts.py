@@ -6,6 +6,8 @@ import pytest
 
 from mopd_eval.contexts import (
     BUILTIN_CONDITIONS,
+    BUILTIN_TEMPLATES,
+    PAPER_ANALYSIS_TEMPLATES,
     PAPER_TEMPLATES,
     Condition,
     build_context,
@@ -14,6 +16,7 @@ from mopd_eval.contexts import (
     order_peers,
     render_teacher_prompt,
     resolve_conditions,
+    resolve_templates,
 )
 from mopd_eval.errors import InputError
 from mopd_eval.records import Rollout
@@ -108,12 +111,29 @@ def test_second_uses_the_another_header_alone():
     assert ctx("second", "s1").peer_ids == ["s4"]
 
 
-def test_all_and_all_capped():
+def test_all_shows_every_peer():
     c = ctx("all", "f0")
     assert c.peer_ids == ["s1", "s3", "s4", "f2", "f5"]
     assert [b.role for b in c.blocks] == ["solution", "another", "another", "failure", "failure"]
-    assert ctx("all-capped", "f0").peer_ids == ["s1", "s3", "f2", "f5"]
     assert c.effective
+
+
+def test_all_capped_is_the_references_all_solutions():
+    # The reference's all_solutions: first two successes, no failure; byte-identical to the
+    # prompt a solution + another_solution condition gives.
+    two = Condition("s+a", successes=2)
+    for i, target in enumerate(GROUP):
+        c = ctx("all-capped", target.rollout_id)
+        assert c.reprompt == build_context(GROUP, i, two).reprompt
+        assert all(p.startswith("s") for p in c.peer_ids) and len(c.peer_ids) == 2
+    assert ctx("all-capped", "f0").reprompt == (
+        "Q?\nCorrect solution:\n\nresp-s1\nAnother successful solution:\n\nresp-s3"
+        "\n\nCorrectly solve the original question."
+    )
+    # Both slots name a success: one successful peer is not enough.
+    lone = [R("a", True), R("b", True), R("c", False)]
+    c = ctx("all-capped", "a", group=lone)
+    assert c.peer_ids == ["b"] and not c.effective
 
 
 def test_feedback_condition_uses_only_the_targets_feedback():
@@ -162,14 +182,61 @@ def test_score_ordered_ties_keep_group_order():
     assert [b.role for b in c.blocks] == ["solution", "another", "failure"]
 
 
+def test_score_ordered_shows_peers_under_their_true_labels():
+    # Partial rewards: the top three by reward are one success and two failures.
+    g = [
+        R("t", False, 0.0),
+        R("f1", False, 0.9),
+        R("s1", True, 1.0),
+        R("f2", False, 0.95),
+        R("s2", True, 0.5),
+    ]
+    c = ctx("score_ordered", "t", group=g)
+    assert c.peer_ids == ["s1", "f2", "f1"]
+    roles = {b.rollout_id: b.role for b in c.blocks}
+    assert roles == {"s1": "solution", "f2": "failure", "f1": "failure"}
+    assert c.reprompt.index("resp-s1") < c.reprompt.index("A known failed")
+    assert c.effective  # 2s1f fills every slot for t
+
+
+def test_label_blind_controls_use_the_targets_own_2s1f_budget():
+    lone = [R("a", True), R("b", False), R("c", False), R("d", False)]
+    # Target b: 2s1f fills one solution slot and one failure slot (one successful peer).
+    ref = ctx("2s1f", "b", group=lone)
+    assert len(ref.peer_ids) == 2 and not ref.effective
+    for cond in ("random_peer", "score_ordered"):
+        for seed in range(10):
+            c = ctx(cond, "b", group=lone, seed=seed)
+            assert len(c.peer_ids) == 2 and c.effective == ref.effective, (cond, seed)
+    # Target a (the lone success): no solution slot, one failure slot.
+    for seed in range(10):
+        c = ctx("random_peer", "a", group=lone, seed=seed)
+        assert [b.role for b in c.blocks] == ["failure"] and not c.effective
+    # A group of one success and nothing else: no slot, the original prompt.
+    c = ctx("random_peer", "a", group=[R("a", True)])
+    assert c.blocks == () and c.reprompt == "Q?"
+
+
 def test_random_peer_is_seeded_per_target_and_ignores_labels():
     a = ctx("random_peer", "f0", seed=3)
     b = ctx("random_peer", "f0", seed=3)
     assert a == b and len(a.peer_ids) == 3 and a.effective
     picks = {tuple(ctx("random_peer", "f0", seed=s).peer_ids) for s in range(30)}
     assert len(picks) > 5  # really random across seeds
-    # Some draw puts a failure in a solution slot: labels are ignored.
+    # Some draw puts a failure in a solution slot: labels are ignored, slots keep their order.
     assert any(p[0].startswith("f") for p in picks)
+    for s in range(30):
+        c = ctx("random_peer", "f0", seed=s)
+        assert [b.role for b in c.blocks] == ["solution", "another", "failure"]
+
+
+def test_effective_flags_of_the_controls_follow_2s1f():
+    groups = [GROUP, [R("a", True), R("b", False)], [R("a", True), R("b", True), R("c", True)]]
+    for g in groups:
+        for t in g:
+            ref = ctx("2s1f", t.rollout_id, group=g).effective
+            for cond in ("random_peer", "score_ordered"):
+                assert ctx(cond, t.rollout_id, group=g).effective == ref
 
 
 def test_random_order_is_deterministic_and_excludes_target():
@@ -284,3 +351,101 @@ def test_bad_spec_files_name_the_problem(tmp_path, text, match):
 def test_condition_rejects_unknown_select():
     with pytest.raises(InputError):
         Condition("x", select="magic")  # type: ignore[arg-type]
+
+
+def test_paper_analysis_templates_are_the_reference_strings():
+    t = PAPER_ANALYSIS_TEMPLATES
+    assert t.reprompt == "{prompt}{solution}{another}{failure}{feedback}\n\nCorrectly solve the original question.\n"
+    assert t.solution == "\nCorrect solution:\n\n{text}\n\n"
+    assert t.another == "\nAnother successful solution:\n\n{text}\n\n"
+    assert t.failure == "\nA known failed solution (avoid repeating this mistake):\n\n{text}\n\n"
+    assert t.feedback == "\nThe following is feedback from your unsuccessful earlier attempt:\n\n{text}\n\n"
+    assert set(BUILTIN_TEMPLATES) == {"paper", "paper-analysis"}
+    assert resolve_templates("paper-analysis") is t
+    assert resolve_templates("paper") is PAPER_TEMPLATES
+
+
+def test_flat_paper_analysis_equals_the_reference_assembly(tiny_tokenizer):
+    # The reference script appends its blocks to the decoded student transcript; written out
+    # here by hand so the test does not share code with the builder.
+    transcript = "system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face\nuser\nQ?\nassistant\n"
+    expected = (
+        transcript
+        + "\nCorrect solution:\n\nresp-s1\n\n"
+        + "\nAnother successful solution:\n\nresp-s3\n\n"
+        + "\nA known failed solution (avoid repeating this mistake):\n\nresp-f2\n\n"
+        + "\n\nCorrectly solve the original question.\n"
+    )
+    c = ctx("2s1f", "f0")
+    got = render_teacher_prompt(GROUP[0], c, tiny_tokenizer, "flat", PAPER_ANALYSIS_TEMPLATES)
+    assert got == expected
+    all_capped = render_teacher_prompt(
+        GROUP[0], ctx("all-capped", "f0"), tiny_tokenizer, "flat", PAPER_ANALYSIS_TEMPLATES
+    )
+    assert all_capped == (
+        transcript
+        + "\nCorrect solution:\n\nresp-s1\n\n\nAnother successful solution:\n\nresp-s3\n\n"
+        + "\n\nCorrectly solve the original question.\n"
+    )
+    # Question only: the transcript itself.
+    base = render_teacher_prompt(GROUP[0], ctx("base", "f0"), tiny_tokenizer, "flat", PAPER_ANALYSIS_TEMPLATES)
+    assert base == transcript
+
+
+def test_unknown_template_set_is_an_input_error():
+    with pytest.raises(InputError, match="unknown template set 'nope'") as e:
+        resolve_templates("nope", {})
+    assert e.value.field == "templates"
+
+
+@pytest.mark.parametrize(
+    "text, field",
+    [
+        ("conditions:\n  - name: 2s1f\n    successes: 3\n", "conditions[0].name"),
+        ("conditions:\n  - name: mine\n  - name: base\n", "conditions[1].name"),
+        (
+            "templates:\n  - name: paper\n    reprompt: '{prompt}{solution}{another}{failure}{feedback}'\n"
+            "    solution: '{text}'\n    another: '{text}'\n    failure: '{text}'\n    feedback: '{text}'\n",
+            "templates[0].name",
+        ),
+        (
+            "templates:\n  - name: paper-analysis\n    reprompt: '{prompt}{solution}{another}{failure}{feedback}'\n"
+            "    solution: '{text}'\n    another: '{text}'\n    failure: '{text}'\n    feedback: '{text}'\n",
+            "templates[0].name",
+        ),
+        ("conditions:\n  - name: x\n  - name: x\n", "conditions[1].name"),
+    ],
+)
+def test_spec_may_not_redefine_a_builtin_or_repeat_a_name(tmp_path, text, field):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(text)
+    with pytest.raises(InputError) as e:
+        load_spec_file(spec)
+    assert e.value.path == str(spec) and e.value.field == field
+
+
+def test_condition_label_defaults_to_its_name_and_spec_sets_label_and_control(tmp_path):
+    assert Condition("mine", successes=1).label == "mine"
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("conditions:\n  - name: 3s\n    successes: 3\n    label: Three wins\n    control: true\n")
+    conds, _ = load_spec_file(spec)
+    assert conds["3s"].label == "Three wins" and conds["3s"].control
+    assert BUILTIN_CONDITIONS["random_peer"].control and not BUILTIN_CONDITIONS["all-capped"].control
+    with pytest.raises(InputError, match="control must be true or false"):
+        Condition("x", control="yes")  # type: ignore[arg-type]
+
+
+def test_conditions_and_templates_hash_as_plain_data():
+    # A resume key hashes dataclasses.asdict of these: they must stay frozen and JSON-ready.
+    import dataclasses
+    import json
+
+    for obj in [*BUILTIN_CONDITIONS.values(), *BUILTIN_TEMPLATES.values()]:
+        json.dumps(dataclasses.asdict(obj), sort_keys=True)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            obj.name = "x"  # type: ignore[misc]
+
+
+def test_label_blind_select_rejects_skip_and_cap():
+    with pytest.raises(InputError, match="need select=label"):
+        Condition("x", successes=2, failures=1, select="random", skip_successes=1)
