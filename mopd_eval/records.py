@@ -3,6 +3,11 @@
 One rollout a line (DESIGN.md). A *group* is every rollout of one ``problem_id``, in file order.
 Ids are kept as strings: a file that mixes ``1`` and ``"1"`` would otherwise split one group in
 two, and score files join on them.
+
+``meta["prompt_format"] == "transcript"`` marks a string prompt that is a whole chat transcript
+decoded without special tokens (verl's ``input``, the reference's ``candidate_responses.jsonl``),
+not a question: such a prompt can only be placed flat (see ``placement_for`` and
+docs/formats.md).
 """
 
 from __future__ import annotations
@@ -17,6 +22,9 @@ from mopd_eval.errors import InputError
 from mopd_eval.jsonl import iter_jsonl, write_jsonl_atomic
 
 DEFAULT_SUCCESS_THRESHOLD = 1.0
+PROMPT_FORMAT = "prompt_format"  # meta key: "transcript" or "chat" on imported records
+TRANSCRIPT = "transcript"
+PLACEMENTS = ("chat", "flat")
 
 
 @dataclass
@@ -168,3 +176,33 @@ def group_rollouts(rollouts: Sequence[Rollout]) -> dict[str, list[Rollout]]:
     for r in rollouts:
         groups.setdefault(r.problem_id, []).append(r)
     return groups
+
+
+def is_transcript(r: Rollout) -> bool:
+    """True when the prompt is a decoded chat transcript rather than a question or chat messages."""
+    return isinstance(r.prompt, str) and r.meta.get(PROMPT_FORMAT) == TRANSCRIPT
+
+
+def placement_for(rollouts: Iterable[Rollout], requested: str | None) -> tuple[str, str | None]:
+    """The teacher-prompt placement to use for ``rollouts``, and a note for the user when it differs.
+
+    ``requested`` is ``"chat"``, ``"flat"`` or ``None`` (the default, chat). A transcript prompt
+    already holds the student's whole chat, role names and system prompt included; placed
+    ``chat`` it would be nested inside a new user turn, so any transcript in the set turns the
+    placement to ``flat`` (the transcript, then the blocks) and the note says why and how to get
+    chat placement back (import with ``--tokenizer``).
+    """
+    want = requested or "chat"
+    if want not in PLACEMENTS:
+        raise InputError(f"unknown placement {want!r} (use chat or flat)", field="placement")
+    rollouts = list(rollouts)
+    n = sum(is_transcript(r) for r in rollouts)
+    if want == "flat" or n == 0:
+        return want, None
+    note = (
+        f"{n} of {len(rollouts)} rollouts have a decoded chat transcript as prompt "
+        f"(meta.{PROMPT_FORMAT}={TRANSCRIPT}, e.g. verl's `input`), which a chat placement would nest "
+        "inside a new user turn: using flat placement (transcript, then the peer blocks). Import "
+        "with `--tokenizer MODEL` to parse transcripts back into chat messages for chat placement."
+    )
+    return "flat", note

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import Any
 
 from mopd_eval.contexts import (
     PAPER_TEMPLATES,
+    TeacherContext,
+    TemplateSet,
     build_contexts,
     context_row,
     load_spec_file,
@@ -14,7 +18,7 @@ from mopd_eval.contexts import (
 )
 from mopd_eval.errors import InputError
 from mopd_eval.jsonl import write_jsonl_atomic
-from mopd_eval.records import read_rollouts
+from mopd_eval.records import Rollout, is_transcript, placement_for, read_rollouts
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -27,8 +31,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--order", choices=["group", "random"], default="group", help="peer order")
     p.add_argument("--seed", type=int, default=0, help="seed of the random peer order and random_peer")
     p.add_argument("--tokenizer", help="model dir or alias; adds the fully rendered teacher prompt")
-    p.add_argument("--placement", choices=["chat", "flat"], default="chat")
+    p.add_argument("--placement", choices=["chat", "flat"], default=None,
+                   help="chat (default): reprompt as the user turn of the chat template; flat: decoded "
+                        "transcript then the blocks (forced for transcript prompts, with a note)")
     p.add_argument("--threshold", type=float, default=1.0, help="success threshold when records omit success")
+
+
+def _teacher_prompt(target: Rollout, ctx: TeacherContext, tokenizer: Any, placement: str, templates: TemplateSet) -> str:
+    if placement == "flat" and is_transcript(target):
+        # The transcript already is the student's prompt as the flat placement renders it; the
+        # reprompt puts the blocks and closing line after it, which is the whole flat prompt.
+        return ctx.reprompt
+    return render_teacher_prompt(target, ctx, tokenizer, placement, templates)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,6 +55,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("no condition given", field="--conditions")
     conditions = resolve_conditions(names, extra_conds)
     rollouts = read_rollouts(args.rollouts, threshold=args.threshold)
+    placement, note = placement_for(rollouts, args.placement)
+    if note:
+        print(f"mopd-eval contexts: note: {note}", file=sys.stderr)
     tokenizer = None
     if args.tokenizer:
         from mopd_eval.models import load_tokenizer
@@ -49,9 +66,9 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for target, ctx in build_contexts(rollouts, conditions, templates[args.templates], order=args.order, seed=args.seed):
         row = context_row(target, ctx)
+        row["placement"] = placement
         if tokenizer is not None:
-            row["placement"] = args.placement
-            row["teacher_prompt"] = render_teacher_prompt(target, ctx, tokenizer, args.placement, templates[args.templates])
+            row["teacher_prompt"] = _teacher_prompt(target, ctx, tokenizer, placement, templates[args.templates])
         row["target_response"] = target.response
         rows.append(row)
     n = write_jsonl_atomic(args.out, rows)
