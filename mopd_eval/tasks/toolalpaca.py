@@ -1,10 +1,12 @@
 """``toolalpaca``: ToolAlpaca tool-use requests, graded by exact structured matching.
 
-Data: ToolAlpaca's evaluation file (``eval_real.json`` / ``eval_simulated.json``; JSON list,
-JSONL or parquet), one record per API: ``Name, Description, Documentation, NLDocumentation,
-Function_Description, Instructions`` and ``Golden_Answers``, where ``Golden_Answers[i]`` is the
-list of steps ``{"Action": NAME, "Action_Input": JSON string}`` that answers
-``Instructions[i]``. One problem per instruction, id ``<Name>-<i>``.
+Data (``--data``: files, a comma list, a glob or ``hf:NAME[:CONFIG]:SPLIT``; see
+``tasks/data_files.py``): ToolAlpaca's evaluation file (``eval_real.json`` /
+``eval_simulated.json``; JSON list, JSONL or parquet), one record per API: ``Name,
+Description, Documentation, NLDocumentation, Function_Description, Instructions`` and
+``Golden_Answers``, where ``Golden_Answers[i]`` is the list of steps ``{"Action": NAME,
+"Action_Input": JSON string}`` that answers ``Instructions[i]``. One problem per instruction,
+id ``<Name>-<i>``.
 
 Prompt (our ReAct wording of ToolAlpaca's agent format; ``{tools}`` lists
 ``Function_Description`` as ``- name: description``, or ``NLDocumentation`` when there is none)::
@@ -26,14 +28,20 @@ Prompt (our ReAct wording of ToolAlpaca's agent format; ``{tools}`` lists
 
     Request: {instruction}
 
-Verdict (offline; the official grade is a GPT-4 judge): every ``Action:`` line before the first
-``Final Answer:`` with the JSON object that follows its ``Action Input:`` (read with balanced
-braces, strings respected; an empty input is ``{}``). Correct when the multiset of action names
-equals the gold's and the merged arguments (all steps' objects merged in order, later keys win)
-equal the gold's as canonical JSON (sorted keys; ``"5"`` and ``5`` differ). An Action Input
-that is not a JSON object fails the sample (``invalid_format``). A gold step whose
+Verdict (offline; the official grade is a GPT-4 judge): the calls of the response are every
+``Action:`` line before the first ``Final Answer:`` with the JSON object that follows its
+``Action Input:`` (read with balanced braces, strings respected; an empty input is ``{}``).
+Correct when the multiset of calls ``(action name, canonical JSON of the arguments)`` (sorted
+keys; ``"5"`` and ``5`` differ) equals the gold's: the gold's calls in another order are right;
+one call repeated in place of two different ones, a missing call or an extra call are wrong. An
+Action Input that is not a JSON object fails the sample (``invalid_format``).
+
+Invalid problems (``invalid_test`` for every sample, the run goes on): a gold step whose
 ``Action_Input`` is not JSON (a placeholder, as in 30 of ToolAlpaca's 100 simulated golds)
-cannot be graded this way: that problem gets ``invalid_test``.
+cannot be graded this way; a gold step that is not ``{Action, Action_Input}`` makes that
+instruction invalid; a record whose ``Instructions`` and ``Golden_Answers`` are missing, not
+lists or of different lengths makes each of its instructions (or, without a list of
+instructions, one problem ``<Name>-0``) invalid.
 """
 
 from __future__ import annotations
@@ -47,7 +55,14 @@ from dataclasses import dataclass
 
 from mopd_eval.errors import InputError
 from mopd_eval.tasks.base import Problem
-from mopd_eval.tasks.data_files import Record, read_records
+from mopd_eval.tasks.data_files import (
+    Record,
+    build_problems,
+    invalid_problem,
+    invalid_verdict,
+    read_records,
+    require_data,
+)
 from mopd_eval.verdict import Verdict
 
 FORMAT = (
@@ -60,6 +75,7 @@ FORMAT = (
     "Thought: I know the final answer.\n"
     "Final Answer: the answer to the user"
 )
+COLUMNS = ("Name", "Description", "Function_Description", "NLDocumentation", "Instructions", "Golden_Answers")
 _ACTION_RE = re.compile(r"^[ \t]*Action[ \t]*:[ \t]*(.*?)[ \t]*$", re.M)
 _INPUT_RE = re.compile(r"^[ \t]*Action[ \t]+Input[ \t]*:", re.M)
 _FINAL_RE = re.compile(r"^[ \t]*Final[ \t]+Answer[ \t]*:", re.M)
@@ -140,15 +156,15 @@ def canonical(value) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def merged_arguments(calls: Sequence[Call]) -> dict:
-    merged: dict = {}
-    for c in calls:
-        merged.update(c.arguments or {})
-    return merged
+def call_multiset(calls: Sequence[Call]) -> Counter:
+    """The calls as a multiset of ``(action, canonical JSON of the arguments)``."""
+    return Counter((c.action, canonical(c.arguments)) for c in calls)
 
 
 def gold_calls(steps, rec: Record, i: int) -> tuple[list[Call], str | None]:
-    """Gold steps of instruction ``i`` -> (calls, why the gold cannot be graded or None)."""
+    """Gold steps of instruction ``i`` -> (calls, why the gold cannot be graded or None).
+
+    Raises ``InputError`` for steps that are not a list of ``{Action, Action_Input}``."""
     if not isinstance(steps, list):
         raise rec.error(f"Golden_Answers[{i}]: expected a list of steps, got {type(steps).__name__}", field="Golden_Answers")
     calls, problem = [], None
@@ -189,33 +205,57 @@ def build_prompt(name: str, description: str, tools: str, names: Sequence[str], 
             f"Tools:\n{tools}\n\n{FORMAT.format(names=', '.join(names))}\n\nRequest: {instruction.strip()}")
 
 
+def _api(rec: Record) -> str:
+    return str(rec.get("Name", default=f"toolalpaca-{rec.position}"))
+
+
+def _instruction_problem(rec: Record, i: int, instruction, steps, tools: str, names: list[str]) -> Problem:
+    api, pid = _api(rec), f"{_api(rec)}-{i}"
+    try:
+        if not isinstance(instruction, str) or not instruction.strip():
+            raise rec.error(f"Instructions[{i}]: expected a non-empty string, got {instruction!r:.40}", field="Instructions")
+        calls, invalid = gold_calls(steps, rec, i)
+    except InputError as e:  # this instruction only; the API's other instructions still count
+        return invalid_problem(pid, str(e), instruction if isinstance(instruction, str) else "", {"api": api, "index": i})
+    description = str(rec.get("Description", default=""))
+    prompt = build_prompt(api, description, tools, names or sorted({c.action for c in calls}), instruction)
+    meta = {"api": api, "index": i}
+    if invalid:
+        meta["invalid"] = invalid
+    gold = [{"Action": c.action, "Action_Input": c.raw_input if c.arguments is None else canonical(c.arguments)}
+            for c in calls]
+    return Problem(pid, prompt, gold, meta)
+
+
+def _record_problems(rec: Record) -> list[Problem]:
+    rec.require("Name")
+    instructions = rec.require("Instructions")
+    golds = rec.require("Golden_Answers")
+    if not isinstance(instructions, list):
+        raise rec.error(f"expected a list, got {type(instructions).__name__}", field="Instructions")
+    if not isinstance(golds, list):
+        raise rec.error(f"expected a list, got {type(golds).__name__}", field="Golden_Answers")
+    if len(instructions) != len(golds):
+        raise rec.error(f"{len(instructions)} instructions but {len(golds)} golden answers", field="Golden_Answers")
+    tools, names = _tools(rec)
+    return [_instruction_problem(rec, i, instr, steps, tools, names)
+            for i, (instr, steps) in enumerate(zip(instructions, golds, strict=True))]
+
+
+def _invalid_record(rec: Record, err: InputError) -> list[Problem]:
+    instructions = rec.data.get("Instructions")
+    texts = instructions if isinstance(instructions, list) and instructions else [""]
+    return [invalid_problem(f"{_api(rec)}-{i}", str(err), t if isinstance(t, str) else "", {"api": _api(rec), "index": i})
+            for i, t in enumerate(texts)]
+
+
 class ToolAlpacaTask:
     name = "toolalpaca"
 
-    def load(self, path: str | None = None, *, limit: int | None = None, seed: int = 0) -> list[Problem]:
-        """One problem per (API, instruction) of ``path``, in file order (``seed`` unused)."""
-        if path is None:
-            raise InputError("toolalpaca needs an evaluation file: --data eval_simulated.json (see docs/tasks.md)", field="--data")
-        out: list[Problem] = []
-        for rec in read_records(path):
-            api = str(rec.require("Name"))
-            instructions = rec.require("Instructions")
-            golds = rec.require("Golden_Answers")
-            if not isinstance(instructions, list) or not isinstance(golds, list):
-                raise rec.error("expected lists", field="Instructions")
-            if len(instructions) != len(golds):
-                raise rec.error(f"{len(instructions)} instructions but {len(golds)} golden answers", field="Golden_Answers")
-            tools, names = _tools(rec)
-            description = str(rec.get("Description", default=""))
-            for i, (instr, steps) in enumerate(zip(instructions, golds, strict=True)):
-                calls, invalid = gold_calls(steps, rec, i)
-                names_i = names or sorted({c.action for c in calls})
-                meta = {"api": api, "index": i}
-                if invalid:
-                    meta["invalid"] = invalid
-                gold = [{"Action": c.action, "Action_Input": c.raw_input if c.arguments is None else canonical(c.arguments)}
-                        for c in calls]
-                out.append(Problem(f"{api}-{i}", build_prompt(api, description, tools, names_i, str(instr)), gold, meta))
+    def load(self, data: str | None = None, *, limit: int | None = None, seed: int = 0) -> list[Problem]:
+        """One problem per (API, instruction) of ``data``, in order (``seed`` unused)."""
+        data = require_data(data, self.name, "ToolAlpaca's eval_simulated.json or eval_real.json")
+        out = build_problems(read_records(data, columns=COLUMNS), _record_problems, _invalid_record, id_field="Name")
         return out[:limit] if limit else out
 
     def messages(self, problem: Problem) -> list[dict]:
@@ -230,8 +270,9 @@ class ToolAlpacaTask:
 
 def verify_calls(problem: Problem, response: str) -> Verdict:
     """The verdict of one response (module docstring rules)."""
-    if "invalid" in problem.meta:
-        return Verdict.failed("invalid_test", problem.meta["invalid"])
+    invalid = invalid_verdict(problem)
+    if invalid is not None:
+        return invalid
     gold = [Call(g["Action"], _gold_args(g["Action_Input"]), g["Action_Input"]) for g in problem.ground_truth]
     calls = parse_calls(response)
     if not calls:
@@ -239,11 +280,11 @@ def verify_calls(problem: Problem, response: str) -> Verdict:
     bad = [c for c in calls if c.arguments is None]
     if bad:
         return Verdict.failed("invalid_format", f"The Action Input of {bad[0].action!r} is not a JSON object: {bad[0].raw_input[:200]!r}.")
+    if call_multiset(calls) == call_multiset(gold):
+        return Verdict.correct()
     if Counter(c.action for c in calls) != Counter(c.action for c in gold):
         return Verdict.failed("wrong", f"The tools called ({', '.join(c.action for c in calls)}) are not the right ones.")
-    if canonical(merged_arguments(calls)) != canonical(merged_arguments(gold)):
-        return Verdict.failed("wrong", "The right tools were called, but with the wrong arguments.")
-    return Verdict.correct()
+    return Verdict.failed("wrong", "The right tools were called, but not with the right arguments for each call.")
 
 
 def _gold_args(raw: str) -> dict:
