@@ -96,12 +96,50 @@ def test_hmmt_and_deepmath_use_math_verify_in_the_worker(checker):
     ('{"id": 1, "answer": "3"}\n', "problem", 1),
     ('{"id": 1, "problem": "p", "answer": "3"}\n{"id": 2, "problem": "q"}\n', "answer", 2),
 ])
-def test_wrong_schema_names_file_line_and_field(tmp_path, content, field, line):
+def test_malformed_record_is_an_invalid_problem_naming_file_line_and_field(tmp_path, content, field, line):
     f = tmp_path / "m.jsonl"
     f.write_text(content)
-    with pytest.raises(InputError) as e:
-        get_task("hmmt25").load(str(f))
-    assert (e.value.path, e.value.line, e.value.field) == (str(f), line, field)
+    task = get_task("hmmt25")
+    ps = task.load(str(f))
+    bad = ps[line - 1]
+    assert bad.meta["invalid"].startswith(f"{f}:{line}: field '{field}': missing")
+    assert [v.status for v in task.verify([bad], ["\\boxed{3}"])] == ["invalid_test"]
+    task.close()
+
+
+def test_duplicate_ids_stop_the_load(tmp_path):
+    f = tmp_path / "m.jsonl"
+    f.write_text('{"id": 1, "problem": "p", "answer": "3"}\n{"id": 1, "problem": "q", "answer": "4"}\n')
+    with pytest.raises(InputError, match=r"m\.jsonl:2: field 'id': duplicate problem id '1' \(first at .*m\.jsonl:1\)"):
+        get_task("aime25").load(str(f))
+
+
+INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+
+
+@pytest.mark.parametrize("name", ["aime24", "aime25", "hmmt25", "deepmath"])
+def test_an_instruction_the_problem_already_ends_with_is_not_repeated(tmp_path, name):
+    text_field = "question" if name == "deepmath" else "problem"
+    answer_field = "final_answer" if name == "deepmath" else "answer"
+    rows = [{text_field: f"Find $x$ if $x + 1 = 3$.\n{INSTRUCTION}", answer_field: "2"},
+            {text_field: f"Find $y$ if $2y = 8$. {INSTRUCTION}\n", answer_field: "4"},
+            {text_field: "Compute $3 \\cdot 5$.", answer_field: "15"}]
+    f = tmp_path / "m.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    qs = [p.question for p in get_task(name).load(str(f))]
+    assert qs[0] == rows[0][text_field] and qs[0].count("step by step") == 1
+    assert qs[1] == rows[1][text_field].strip() and qs[1].count("step by step") == 1
+    assert qs[2] == f"Compute $3 \\cdot 5$.\n\n{INSTRUCTION}"
+
+
+def test_deepmath_shards_keep_row_ids_and_bad_difficulty_is_invalid(tmp_path):
+    rows = [json.loads(line) for line in (FIX / "deepmath.jsonl").read_text().splitlines()]
+    rows[2]["difficulty"] = "hard"
+    for i, part in enumerate((rows[:2], rows[2:])):
+        (tmp_path / f"part-{i}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
+    ps = get_task("deepmath", min_difficulty=6).load(str(tmp_path / "part-*.jsonl"))
+    assert [p.problem_id for p in ps] == ["deepmath-1", "deepmath-2"]
+    assert "field 'difficulty': expected a number" in ps[1].meta["invalid"]
 
 
 def test_no_data_file_says_where_to_get_one():
@@ -132,5 +170,5 @@ def test_parquet_files_read_like_jsonl(tmp_path):
     assert ps[1].meta["topic"] is None
     del rows[2]["final_answer"]
     pd.DataFrame(rows).to_parquet(tmp_path / "e.parquet")
-    with pytest.raises(InputError, match=r"e\.parquet: field 'final_answer': row 2 \(0-based\): missing"):
-        get_task("deepmath").load(str(tmp_path / "e.parquet"))
+    bad = get_task("deepmath").load(str(tmp_path / "e.parquet"))[2]
+    assert bad.meta["invalid"] == f"{tmp_path / 'e.parquet'}: field 'final_answer': row 2 (0-based): missing (or 'answer')"
