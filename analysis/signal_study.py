@@ -11,15 +11,25 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from importlib.resources import files
 from pathlib import Path
 
-from analysis.teacher_scoring import file_sha256, score_rollouts
-from mopd_eval.contexts import PAPER_TEMPLATES, STUDY_CONDITIONS, load_spec_file, resolve_conditions
+from analysis.teacher_scoring import add_timing, score_rollouts
+from mopd_eval.contexts import (
+    STUDY_CONDITIONS,
+    Condition,
+    TemplateSet,
+    load_spec_file,
+    resolve_conditions,
+    resolve_templates,
+)
 from mopd_eval.errors import InputError
 from mopd_eval.jsonl import write_jsonl_atomic, write_text_atomic
 from mopd_eval.records import group_rollouts, read_rollouts
+from mopd_eval.resumable import ResumableRun, file_sha256
+from mopd_eval.run_keys import model_key
 from mopd_eval.versions import package_versions
 
 DEFAULT_ROLLOUTS = "smollm2_signal_rollouts.jsonl"
@@ -67,18 +77,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    started = time.perf_counter()
+@dataclass
+class StudyInputs:
+    """The study's checked inputs, resolved before any model loads or any file is written."""
+
+    rollouts_path: Path
+    rollouts: list
+    groups: list
+    conditions: list[Condition]
+    templates: TemplateSet
+
+
+def resolve_inputs(args: argparse.Namespace) -> StudyInputs:
+    """Spec file, template set, conditions and rollouts of ``args``; ``InputError`` when bad."""
+    if args.limit is not None and args.limit < 1:
+        raise InputError(f"must be >= 1, got {args.limit}", field="--limit")
     extra_conds, extra_temps = load_spec_file(args.spec) if args.spec else ({}, {})
-    templates = {PAPER_TEMPLATES.name: PAPER_TEMPLATES, **extra_temps}
-    if args.templates not in templates:
-        raise InputError(
-            f"unknown template set {args.templates!r}; known: {', '.join(templates)}",
-            field="--templates",
-        )
-    conditions = resolve_conditions(
-        [c.strip() for c in args.conditions.split(",") if c.strip()], extra_conds
-    )
+    templates = resolve_templates(args.templates, extra_temps)
+    conditions = resolve_conditions([c.strip() for c in args.conditions.split(",") if c.strip()], extra_conds)
     if not conditions:
         raise InputError("no condition given", field="--conditions")
     rollouts_path = Path(args.rollouts) if args.rollouts else default_rollouts()
@@ -87,16 +103,36 @@ def run(args: argparse.Namespace) -> int:
     if args.limit:
         groups = groups[: args.limit]
         rollouts = [r for g in groups for r in g]
-    out = Path(args.out)
-    work = out / WORK_DIR
-    work.mkdir(parents=True, exist_ok=True)
-    # The resumable log is the working copy's own: a fresh clone scores the study itself rather
-    # than reusing the committed teacher_scores.jsonl, and a rerun here resumes.
-    write_text_atomic(work / ".gitignore", "*\n")
-    if args.rescore:
-        for name in ("teacher_scores.jsonl", "teacher_scores.run.json", "teacher_scores.timing.json"):
-            (work / name).unlink(missing_ok=True)
+    return StudyInputs(rollouts_path, rollouts, groups, conditions, templates)
 
+
+def study_key(args: argparse.Namespace, inputs: StudyInputs) -> dict:
+    """What the teacher scores depend on, by content (``mopd_eval.resumable``): a changed template
+    text or condition definition changes the key even under the same name."""
+    return {
+        "rollouts_sha256": file_sha256(inputs.rollouts_path),
+        "templates": asdict(inputs.templates),
+        # Extendable: a later run may score more conditions into the same log.
+        "conditions": {c.name: asdict(c) for c in inputs.conditions},
+        "placement": args.placement,
+        "order": args.order,
+        "seed": args.seed,
+        "model_name": str(args.model),
+        **model_key(args.model, {"engine": args.engine}),
+    }
+
+
+def score_run(out: Path, key: dict) -> ResumableRun:
+    """The resumable score log in ``OUT/work/`` (the working copy's own; git-ignored)."""
+    work = out / WORK_DIR
+    return ResumableRun(work / "teacher_scores.jsonl", work / "teacher_scores.run.json", key,
+                        extendable=("conditions",), what="signal study")
+
+
+def run(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    inputs = resolve_inputs(args)
+    key = study_key(args, inputs)  # resolves the model: a bad --model fails here, nothing written
     from analysis.aggregate import compute_signal_metrics
     from analysis.reports import write_signal_reports
     from mopd_eval.engines import make_engine
@@ -104,60 +140,38 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     engine = make_engine(args.engine, args.model)
     load_s = time.perf_counter() - t0
-    run_key = {
-        "model": str(args.model),
-        "engine": args.engine,
-        "rollouts_sha256": file_sha256(rollouts_path),
-        "placement": args.placement,
-        "templates": args.templates,
-        "order": args.order,
-        "seed": args.seed,
-    }
-    rows, stats = score_rollouts(
-        engine,
-        rollouts,
-        conditions,
-        work / "teacher_scores.jsonl",
-        run_key=run_key,
-        placement=args.placement,
-        templates=templates[args.templates],
-        order=args.order,
-        seed=args.seed,
-    )
+    out = Path(args.out)
+    with score_run(out, key) as run_:
+        # A fresh clone scores the study itself rather than reusing the committed scores.
+        rows, stats = score_rollouts(engine, inputs.rollouts, inputs.conditions, run_, placement=args.placement,
+                                     templates=inputs.templates, order=args.order, seed=args.seed,
+                                     fresh=args.rescore)
+        write_text_atomic(out / WORK_DIR / ".gitignore", "*\n")
+        total = add_timing(out / WORK_DIR / "teacher_scores.timing.json", stats)
     write_jsonl_atomic(out / "teacher_scores.jsonl", rows)
     scored = [r for r in rows if r["n_tokens"] > 0]
     t0 = time.perf_counter()
-    metrics = compute_signal_metrics(
-        scored,
-        compat=args.compat,
-        sample_set=args.sample_set,
-        n_bootstrap=args.bootstrap,
-        seed=args.seed,
-        conditions=[c.name for c in conditions],
-    )
+    metrics = compute_signal_metrics(scored, compat=args.compat, sample_set=args.sample_set,
+                                     n_bootstrap=args.bootstrap, seed=args.seed, conditions=inputs.conditions)
     write_signal_reports(metrics, out)
     metrics_s = time.perf_counter() - t0
     total_s = time.perf_counter() - started
-    write_text_atomic(
-        out / "README.md",
-        _readme(
-            args,
-            rollouts_path,
-            rollouts,
-            groups,
-            conditions,
-            stats,
-            load_s,
-            metrics_s,
-            total_s,
-            len(rows) - len(scored),
-            out,
-        ),
-    )
-    print(
-        f"signal study done in {total_s:.0f} s: {len(rows)} scores, Table 7 and Figure 4 in {out}/"
-    )
+    timing = {"load_s": load_s, "metrics_s": metrics_s, "total_s": total_s, "this_run": asdict(stats),
+              "all_runs": total}
+    write_text_atomic(out / "README.md", _readme(args, inputs, timing, len(rows) - len(scored), out))
+    print(f"signal study done in {total_s:.0f} s: {len(rows)} scores, Table 7 and Figure 4 in {out}/")
     return 0
+
+
+def _command_line(args: argparse.Namespace) -> str:
+    """``mopd-eval signal`` with the options that differ from the parser's own defaults."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    defaults = vars(parser.parse_args([]))
+    return "mopd-eval signal" + "".join(
+        f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+        if k in defaults and k != "rescore" and v is not None and v != defaults[k]
+    )
 
 
 def _versions() -> str:
@@ -166,30 +180,17 @@ def _versions() -> str:
     return ", ".join(f"{k} {val}" for k, val in v.items()) + f"; Python {py} on {machine}"
 
 
-def _readme(
-    args,
-    rollouts_path,
-    rollouts,
-    groups,
-    conditions,
-    stats,
-    load_s,
-    metrics_s,
-    total_s,
-    n_empty,
-    out,
-) -> str:
+def _readme(args: argparse.Namespace, inputs: StudyInputs, timing: dict, n_empty: int, out: Path) -> str:
+    groups, rollouts, rollouts_path = inputs.groups, inputs.rollouts, inputs.rollouts_path
+    conditions, stats, total = inputs.conditions, timing["this_run"], timing["all_runs"]
+    load_s, metrics_s, total_s = timing["load_s"], timing["metrics_s"], timing["total_s"]
     succ = [sum(r.success for r in g) for g in groups]
     mixed = sum(0 < s < len(g) for s, g in zip(succ, groups, strict=True))
     table = (out / "table7.md").read_text() if (out / "table7.md").exists() else ""
-    timing_path = out / WORK_DIR / "teacher_scores.timing.json"
-    total = json.loads(timing_path.read_text()) if timing_path.exists() else stats
+    if not total.get("seconds"):
+        total = stats
     tps = total["target_tokens"] / total["seconds"] if total["seconds"] else float("nan")
-    cmd = "mopd-eval signal" + "".join(
-        f" --{k.replace('_', '-')} {v}"
-        for k, v in vars(args).items()
-        if k not in ("command", "_module", "rescore") and v is not None and v != _DEFAULTS.get(k)
-    )
+    cmd = _command_line(args)
     return f"""# Teacher-signal study (Table 7, Figure 4)
 
 Generated by `{cmd}` on {datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}.
@@ -230,18 +231,3 @@ def _one_class_note(out: Path) -> str:
         return ""
     return (f"- Note: {', '.join(one)}: no prompt has an effective success and failure (only failures carry feedback), "
             "so the ranking metrics are undefined and Brier covers failures alone; do not compare that Brier with the others.")
-
-
-_DEFAULTS = {
-    "model": "smollm2-135m",
-    "engine": "hf",
-    "conditions": ",".join(STUDY_CONDITIONS),
-    "templates": "paper",
-    "placement": "chat",
-    "order": "group",
-    "compat": "default",
-    "sample_set": "both_present_effective",
-    "bootstrap": 2000,
-    "seed": 0,
-    "out": "reports/signal",
-}

@@ -6,17 +6,17 @@ target response is scored as the student's own token ids. Teacher score = mean l
 of the response tokens; the sum and the token count are kept.
 
 Work is batched by problem: all conditions and targets of one problem go to the engine together,
-so prompts that share a prefix share its KV cache. Each finished problem is appended to the
-scores file, so a kill loses at most the problem in flight, and a rerun skips what is done.
+so prompts that share a prefix share its KV cache. Each finished batch is appended to the run's
+log (``mopd_eval.resumable.ResumableRun``), so a kill loses at most the batch in flight, and a
+rerun under the same content key skips what is done.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,9 +32,9 @@ from mopd_eval.contexts import (
     render_teacher_prompt,
     response_token_ids,
 )
-from mopd_eval.errors import InputError
-from mopd_eval.jsonl import AppendLog, write_json_atomic
+from mopd_eval.jsonl import write_json_atomic
 from mopd_eval.records import Rollout, group_rollouts
+from mopd_eval.resumable import ResumableRun
 
 
 @dataclass
@@ -99,119 +99,97 @@ def score_row(req: ScoreRequest, logprobs: np.ndarray) -> dict:
     }
 
 
-def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+@dataclass
+class ScoringStats:
+    """What one scoring run cost (summed into ``*.timing.json`` over resumed runs)."""
+
+    pairs_scored: int = 0
+    target_tokens: int = 0
+    prompt_tokens: int = 0
+    seconds: float = 0.0
+
+    def add(self, reqs: Sequence[ScoreRequest], seconds: float) -> None:
+        self.pairs_scored += len(reqs)
+        self.target_tokens += sum(len(q.target_ids) for q in reqs)
+        self.prompt_tokens += sum(len(q.prompt_ids) for q in reqs)
+        self.seconds += seconds
+
+
+def pending_batches(
+    groups: Sequence[Sequence[Rollout]],
+    conditions: Sequence[Condition],
+    done: set[tuple],
+    tokenizer,
+    *,
+    problems_per_call: int,
+    **context_options,
+) -> Iterator[list[ScoreRequest]]:
+    """The requests not in ``done``, ``problems_per_call`` problems per batch (file order)."""
+    batch: list[ScoreRequest] = []
+    in_batch = 0
+    for group in groups:
+        todo = [c for c in conditions if any((c.name, r.problem_id, r.rollout_id) not in done for r in group)]
+        if not todo:
+            continue
+        batch += [q for q in build_requests(group, todo, tokenizer, **context_options)
+                  if (q.condition, q.problem_id, q.rollout_id) not in done]
+        in_batch += 1
+        if in_batch >= problems_per_call:
+            yield batch
+            batch, in_batch = [], 0
+    if batch:
+        yield batch
 
 
 def score_rollouts(
     engine,
     rollouts: Sequence[Rollout],
     conditions: Sequence[Condition],
-    out_path: str | Path,
+    run: ResumableRun,
     *,
-    run_key: dict,
     placement: Placement = "chat",
     templates: TemplateSet = PAPER_TEMPLATES,
     order: PeerOrder = "group",
     seed: int = 0,
     progress: bool = True,
     problems_per_call: int = 4,
-) -> tuple[list[dict], dict]:
-    """Score every (condition, target) not yet in ``out_path``; return all rows and timing stats.
+    fresh: bool = False,
+) -> tuple[list[dict], ScoringStats]:
+    """Score every (condition, target) not yet in ``run``'s log; return all rows and this run's cost.
 
     The pairs of ``problems_per_call`` problems go to the engine together (fewer, wider forwards:
     7.7% faster for 4 than 1 on the default study here) and are appended when the call returns,
-    so a kill loses at most that batch.
-
-    ``run_key`` (model, rollouts checksum, placement, templates, ...) is stored beside the scores;
-    resuming under a different key is refused rather than mixing two studies in one file.
+    so a kill loses at most that batch. ``run`` (``mopd_eval.resumable``) refuses to resume scores
+    made under another key (templates, conditions, model, ...); ``fresh`` discards them first.
     """
-    out_path = Path(out_path)
-    key_path = out_path.with_name(out_path.stem + ".run.json")
-    if out_path.exists() and key_path.exists():
-        old = json.loads(key_path.read_text())
-        if old != run_key:
-            diff = {
-                k: (old.get(k), run_key.get(k))
-                for k in set(old) | set(run_key)
-                if old.get(k) != run_key.get(k)
-            }
-            raise InputError(
-                f"existing scores were made with other settings {diff}; use another --out, --rescore, or delete them",
-                path=out_path,
-            )
-    elif out_path.exists():
-        raise InputError(
-            f"scores file without its run record {key_path.name}; delete it or use another --out",
-            path=out_path,
-        )
-    write_json_atomic(key_path, run_key)
-    log = AppendLog(out_path)
-    done = {(r["condition"], r["problem_id"], r["rollout_id"]) for r in log.done}
+    done_rows = run.start(fresh=fresh)
+    done = {(r["condition"], r["problem_id"], r["rollout_id"]) for r in done_rows}
     groups = list(group_rollouts(rollouts).values())
     wanted = {c.name for c in conditions}
-    total = sum(len(g) for g in groups) * len(conditions)
-    bar = tqdm(
-        total=total,
-        initial=sum(1 for k in done if k[0] in wanted),
-        desc="teacher scores",
-        unit="pair",
-        disable=not progress,
-        smoothing=0.1,
-    )
-    stats = {"pairs_scored": 0, "target_tokens": 0, "prompt_tokens": 0, "seconds": 0.0}
-    tok = engine.tokenizer
-
-    def flush(reqs: list) -> None:
-        if not reqs:
-            return
+    pids = {r.problem_id for r in rollouts}
+    bar = tqdm(total=sum(len(g) for g in groups) * len(conditions),
+               initial=sum(1 for k in done if k[0] in wanted and k[1] in pids),
+               desc="teacher scores", unit="pair", disable=not progress, smoothing=0.1)
+    stats = ScoringStats()
+    rows = list(done_rows)
+    for reqs in pending_batches(groups, conditions, done, engine.tokenizer, problems_per_call=problems_per_call,
+                                placement=placement, templates=templates, order=order, seed=seed):
         t0 = time.perf_counter()
         lps = engine.score([q.prompt_ids for q in reqs], [q.target_ids for q in reqs])
-        stats["seconds"] += time.perf_counter() - t0
-        log.append(score_row(q, lp) for q, lp in zip(reqs, lps, strict=True))
-        stats["pairs_scored"] += len(reqs)
-        stats["target_tokens"] += sum(len(q.target_ids) for q in reqs)
-        stats["prompt_tokens"] += sum(len(q.prompt_ids) for q in reqs)
+        stats.add(reqs, time.perf_counter() - t0)
+        new = [score_row(q, lp) for q, lp in zip(reqs, lps, strict=True)]
+        run.append(new)
+        rows += new
         bar.update(len(reqs))
-        if stats["seconds"] > 0:
-            bar.set_postfix(tok_s=f"{stats['target_tokens'] / stats['seconds']:.0f}")
-
-    batch: list = []
-    in_batch = 0
-    for group in groups:
-        todo_conds = [
-            c
-            for c in conditions
-            if any((c.name, r.problem_id, r.rollout_id) not in done for r in group)
-        ]
-        if not todo_conds:
-            continue
-        batch += [
-            q
-            for q in build_requests(
-                group,
-                todo_conds,
-                tok,
-                placement=placement,
-                templates=templates,
-                order=order,
-                seed=seed,
-            )
-            if (q.condition, q.problem_id, q.rollout_id) not in done
-        ]
-        in_batch += 1
-        if in_batch >= problems_per_call:
-            flush(batch)
-            batch, in_batch = [], 0
-    flush(batch)
+        bar.set_postfix(tok_s=f"{stats.target_tokens / max(stats.seconds, 1e-9):.0f}")
     bar.close()
-    if stats["pairs_scored"]:
-        # Resumed runs add up, so the report can state what the whole study cost.
-        timing_path = out_path.with_name(out_path.stem + ".timing.json")
-        total = json.loads(timing_path.read_text()) if timing_path.exists() else {}
-        write_json_atomic(timing_path, {k: total.get(k, 0) + v for k, v in stats.items()})
-    pids = {r.problem_id for r in rollouts}
-    rows = [
-        r for r in AppendLog(out_path).done if r["condition"] in wanted and r["problem_id"] in pids
-    ]
-    return rows, stats
+    return [r for r in rows if r["condition"] in wanted and r["problem_id"] in pids], stats
+
+
+def add_timing(path: Path, stats: ScoringStats) -> dict:
+    """Add this run's cost to the totals in ``path`` (resumed runs add up); return the totals."""
+    total = json.loads(path.read_text()) if path.exists() else {}
+    out = {k: total.get(k, 0) + v for k, v in asdict(stats).items()}
+    if stats.pairs_scored:
+        write_json_atomic(path, out)
+    return out

@@ -10,10 +10,12 @@ Files of one task's run in ``DIR``:
   field, counts, per-problem successes, timings, the full config and package versions.
 * ``table.md``: the results as a Markdown table.
 
-Resumable: finished chunks of problems are appended to ``samples.jsonl.partial`` (flushed), and
-``bench_config.json`` records the settings. A rerun skips the problems already there and refuses
-to mix different settings; when every problem is done the partial file becomes
-``samples.jsonl``. A rerun on a finished directory only rewrites results and table.
+Resumable (``resumable.ResumableRun``): finished chunks of problems are appended to
+``samples.jsonl.partial`` (flushed), and ``bench_config.json`` records the run's content key
+(task options, data file hashes, model identity, engine, sampling). A rerun skips the problems
+already there and refuses a different key (``--rescore`` starts over); when every problem is done
+the partial file becomes ``samples.jsonl``. A rerun on a finished directory only rewrites results
+and table.
 
 Scoring rules: a problem whose verdicts say ``invalid_test`` (its own tests or gold answer are
 broken) is left out of every metric and counted under ``counts.problems_invalid``; every other
@@ -23,23 +25,20 @@ success; pass@k = mean over problems of 1 - C(n-c, k)/C(n, k).
 
 from __future__ import annotations
 
-import json
-import os
-import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from mopd_eval.diversity import pass_at_k_curve
 from mopd_eval.errors import InputError
-from mopd_eval.jsonl import AppendLog, iter_jsonl, write_json_atomic, write_text_atomic
-from mopd_eval.rollout_gen import SamplingConfig, chat_prompt_ids
+from mopd_eval.jsonl import iter_jsonl, write_json_atomic, write_text_atomic
+from mopd_eval.pipeline import SampledRecord, SamplingConfig, sample_and_verify
+from mopd_eval.resumable import ResumableRun
+from mopd_eval.rollout_gen import todo_problems
 from mopd_eval.tasks.base import Problem, Task
-from mopd_eval.verdict import Verdict
 from mopd_eval.versions import package_versions
 
 SAMPLES = "samples.jsonl"
@@ -55,56 +54,21 @@ PARTIAL_LABEL = (
 )
 
 
-def verify_safely(task: Task, problems: Sequence[Problem], responses: Sequence[str]) -> list[Verdict]:
-    """``task.verify``, but a verifier that raises costs only the samples it raised on.
-
-    Tasks must not raise for a bad response; if one does anyway (a bug, a broken sandbox), the
-    chunk is re-verified sample by sample and each sample that still raises gets a
-    ``verifier_error`` verdict naming the exception, so the run goes on and the count shows it.
-    """
-    try:
-        return task.verify(problems, responses)
-    except Exception:
-        out = []
-        for p, r in zip(problems, responses, strict=True):
-            try:
-                out.extend(task.verify([p], [r]))
-            except Exception as e:
-                out.append(Verdict.failed("verifier_error", f"the verifier failed: {type(e).__name__}: {e}"))
-        return out
-
-
-def bench_chunk(task: Task, engine, problems: Sequence[Problem], cfg: SamplingConfig,
-                chunk_index: int) -> list[dict]:
-    """Sample rows of ``problems`` (problem order, then sample order), generated and verified."""
-    prompt_ids = [chat_prompt_ids(engine.tokenizer, task.messages(p)) for p in problems]
-    t0 = time.perf_counter()
-    samples = engine.generate(prompt_ids, cfg.n, cfg.temperature, cfg.top_p, cfg.max_tokens, cfg.seed)
-    gen_s = time.perf_counter() - t0
-    flat_p = [p for p, group in zip(problems, samples, strict=True) for _ in group]
-    flat_s = [s for group in samples for s in group]
-    t0 = time.perf_counter()
-    verdicts = verify_safely(task, flat_p, [s.text for s in flat_s])
-    ver_s = time.perf_counter() - t0
-    rows: list[dict] = []
-    k = 0
-    for p, group in zip(problems, samples, strict=True):
-        for j, s in enumerate(group):
-            v = verdicts[k]
-            k += 1
-            rows.append({
-                "task": task.name, "problem_id": p.problem_id, "sample_index": j, "response": s.text,
-                "success": v.success, "reward": v.reward, "partial": v.partial, "status": v.status,
-                "feedback": v.feedback, "finish_reason": s.finish_reason, "n_tokens": len(s.token_ids),
-                "chunk": chunk_index,
-                "timings": {"generate_s": gen_s / len(flat_s), "verify_s": ver_s / len(flat_s)},
-            })
-    return rows
+def sample_row(record: SampledRecord, task_name: str) -> dict:
+    """One line of ``samples.jsonl`` (see the module docstring)."""
+    s, v = record.sample, record.verdict
+    return {
+        "task": task_name, "problem_id": record.problem.problem_id, "sample_index": record.index,
+        "response": s.text, "success": v.success, "reward": v.reward, "partial": v.partial,
+        "status": v.status, "feedback": v.feedback, "finish_reason": s.finish_reason,
+        "n_tokens": len(s.token_ids), "chunk": record.chunk,
+        "timings": {"generate_s": record.generate_s, "verify_s": record.verify_s},
+    }
 
 
 @dataclass
 class TaskRun:
-    """One task of a bench call: its problems and where its files go."""
+    """One task of a bench call: its problems, where its files go, and its content key."""
 
     task: Task
     problems: list[Problem]
@@ -113,56 +77,36 @@ class TaskRun:
 
 
 def run_task(run: TaskRun, get_engine: Callable[[], object], cfg: SamplingConfig, *,
-             chunk_problems: int = 4) -> dict:
+             chunk_problems: int = 4, rescore: bool = False) -> dict:
     """Generate and verify the missing samples of ``run``, then write results and table.
 
     ``get_engine()`` is called only when samples are missing, so a finished run never loads the
     model. Returns the results dict (as written to ``results.json``).
     """
     out = run.out_dir
-    out.mkdir(parents=True, exist_ok=True)
-    cfg_path = out / CONFIG
-    if cfg_path.exists():
-        old = json.loads(cfg_path.read_text())
-        if old != run.config:
-            diff = {k: (old.get(k), run.config.get(k)) for k in sorted(set(old) | set(run.config))
-                    if old.get(k) != run.config.get(k)}
-            raise InputError(f"a run with other settings is there ({diff}); delete it or use another --out", path=cfg_path)
-    else:
-        if (out / SAMPLES).exists() or (out / PARTIAL).exists():
-            raise InputError(f"samples without {CONFIG} are there; delete them or use another --out", path=out)
-        write_json_atomic(cfg_path, run.config)
-    if not (out / SAMPLES).exists():
-        _generate_missing(run, get_engine(), cfg, chunk_problems)
-    rows = [obj for _, obj in iter_jsonl(out / SAMPLES)]
-    try:
-        results = summarize(rows, [p.problem_id for p in run.problems], cfg.n)
-    except ValueError as e:  # the data file changed under a finished run
-        raise InputError(f"the samples do not match the task's problems ({e}); delete the run or use another --out",
-                         path=out / SAMPLES) from None
-    results = {"task": run.task.name, **results, "config": run.config, "versions": package_versions()}
-    write_json_atomic(out / RESULTS, results)
-    write_text_atomic(out / TABLE, markdown_table([results]))
+    resumable = ResumableRun(out / PARTIAL, out / CONFIG, run.config, final_path=out / SAMPLES,
+                             what="bench run")
+    with resumable:
+        done = resumable.start(fresh=rescore)
+        if not resumable.finished:
+            todo = todo_problems(run.problems, resumable, done, cfg.n)
+            if todo:
+                first_chunk = max((row.get("chunk", -1) for row in done), default=-1) + 1
+                sample_and_verify(get_engine(), run.task, todo, cfg, chunk_problems=chunk_problems,
+                                  first_chunk=first_chunk, total=len(run.problems),
+                                  desc=f"bench {run.task.name}",
+                                  on_chunk=lambda recs: resumable.append(sample_row(r, run.task.name) for r in recs))
+            resumable.finish()
+        rows = [obj for _, obj in iter_jsonl(out / SAMPLES)]
+        try:
+            results = summarize(rows, [p.problem_id for p in run.problems], cfg.n)
+        except ValueError as e:  # the data file changed under a finished run
+            raise InputError(f"the samples do not match the task's problems ({e}); rerun with --rescore or use "
+                             "another --out", path=out / SAMPLES) from None
+        results = {"task": run.task.name, **results, "config": run.config, "versions": package_versions()}
+        write_json_atomic(out / RESULTS, results)
+        write_text_atomic(out / TABLE, markdown_table([results]))
     return results
-
-
-def _generate_missing(run: TaskRun, engine, cfg: SamplingConfig, chunk_problems: int) -> None:
-    out = run.out_dir
-    log = AppendLog(out / PARTIAL)
-    counts = Counter(row["problem_id"] for row in log.done)
-    todo = [p for p in run.problems if counts.get(p.problem_id, 0) < cfg.n]
-    half_done = [p.problem_id for p in todo if counts.get(p.problem_id)]
-    if half_done:  # appends are per chunk, so only a hand-edited log gets here
-        raise InputError(f"problems with an incomplete set of samples: {half_done[:5]}", path=out / PARTIAL)
-    first_chunk = max((row.get("chunk", -1) for row in log.done), default=-1) + 1
-    bar = tqdm(total=len(run.problems), initial=len(run.problems) - len(todo),
-               desc=f"bench {run.task.name}", unit="problem")
-    for c, i in enumerate(range(0, len(todo), chunk_problems)):
-        chunk = todo[i : i + chunk_problems]
-        log.append(bench_chunk(run.task, engine, chunk, cfg, first_chunk + c))
-        bar.update(len(chunk))
-    bar.close()
-    os.replace(out / PARTIAL, out / SAMPLES)
 
 
 def summarize(rows: Sequence[dict], problem_ids: Sequence[str], n: int) -> dict:
@@ -247,7 +191,7 @@ def markdown_table(results: Sequence[dict]) -> str:
         n = m["n"]
         se = m.get(f"mean@{n}_stderr")
         mean = _fmt(m[f"mean@{n}"]) + (f" ± {100 * se:.1f}" if se is not None else "")
-        cells = [r["task"], str(r["config"].get("model")), str(n), f"{c['problems_scored']} ({c['problems_invalid']})",
+        cells = [r["task"], str(r["config"].get("model_name", r["config"].get("model"))), str(n), f"{c['problems_scored']} ({c['problems_invalid']})",
                  mean, *[_fmt(m["pass@k"].get(str(k))) if k <= n else "" for k in ks],
                  _fmt(m["partial_credit"]["value"]), f"{t['generate_s']:.0f}", f"{t['verify_s']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")

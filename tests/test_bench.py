@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from mopd_eval.bench import markdown_table, summarize, verify_safely
+from mopd_eval.bench import markdown_table, summarize
 from mopd_eval.cli import main
 from mopd_eval.diversity import pass_at_k
 from mopd_eval.jsonl import iter_jsonl
+from mopd_eval.pipeline import verify_safely
 from mopd_eval.tasks.base import Problem
 from mopd_eval.verdict import Verdict
 
@@ -117,7 +118,7 @@ def test_every_task_runs_from_its_fixture_into_one_combined_table(all_tasks_run)
     assert not (out / "results.json").exists()
     combined = json.loads((out / "summary.json").read_text())
     assert list(combined["tasks"]) == ALL
-    assert json.loads((out / "arith" / "results.json").read_text())["config"]["task_options"] == {"per_level": 20}
+    assert json.loads((out / "arith" / "results.json").read_text())["config"]["task_options"] == {"per_level": 20, "levels": [1, 2, 3, 4, 5]}
 
 
 def test_rerun_of_a_finished_run_only_rewrites_results(all_tasks_run, tiny_model_dir):
@@ -130,11 +131,11 @@ def test_rerun_of_a_finished_run_only_rewrites_results(all_tasks_run, tiny_model
 
 def test_a_finished_run_never_loads_the_model(all_tasks_run):
     from mopd_eval.bench import TaskRun, run_task
-    from mopd_eval.rollout_gen import SamplingConfig
+    from mopd_eval.pipeline import SamplingConfig
     from mopd_eval.tasks import get_task
 
     d = all_tasks_run / "aime24"
-    config = json.loads((d / "bench_config.json").read_text())
+    config = json.loads((d / "bench_config.json").read_text())["key"]
     task = get_task("aime24")
     run = TaskRun(task, task.load(config["data"], limit=2), d, config)
     cfg = SamplingConfig(n=2, temperature=1.0, top_p=1.0, max_tokens=8, seed=3)

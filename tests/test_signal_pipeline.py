@@ -43,18 +43,20 @@ def test_rollouts_resume_from_partial_and_refuse_other_settings(rollouts, tmp_pa
     partial = tmp_path / "r.jsonl.partial"
     first = [line for line in out.read_text().splitlines()[:4]]
     partial.write_text("\n".join(first) + "\n" + first[0][:30])  # plus a torn line
-    (tmp_path / "r.jsonl.partial.config.json").write_text(
-        json.dumps({"task": "arith", "model": args[4], "n": 4, "temperature": 1.0, "top_p": 1.0, "max_tokens": 6,
-                    "seed": 1, "data": None, "limit": 3, "engine": "hf", "per_level": 20, "levels": [1, 2, 3, 4, 5]})
-    )
+    record = json.loads(out.with_name("r.jsonl.run.json").read_text())
+    (tmp_path / "r.jsonl.run.json").write_text(json.dumps(record))
     new = args[:-1] + [str(tmp_path / "r.jsonl")]
     assert main(new) == 0
     assert rows(tmp_path / "r.jsonl") == rows(out)  # same samples as the uninterrupted run
     # An unfinished run with other settings is not silently mixed in.
     (tmp_path / "s.jsonl.partial").write_text(first[0] + "\n")
-    (tmp_path / "s.jsonl.partial.config.json").write_text(json.dumps({"task": "arith", "seed": 99}))
+    record["key"]["sampling"]["seed"] = 99
+    (tmp_path / "s.jsonl.run.json").write_text(json.dumps(record))
     assert main(args[:-1] + [str(tmp_path / "s.jsonl")]) == 2
-    assert "other settings" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "other settings: sampling" in err and "--rescore" in err
+    # A finished run is recognised: the rerun does nothing and loads no model.
+    assert main(args) == 0
 
 
 def test_signal_end_to_end_resumes_and_matches_a_plain_forward(rollouts, tiny_model_dir, tmp_path, capsys):
@@ -63,7 +65,9 @@ def test_signal_end_to_end_resumes_and_matches_a_plain_forward(rollouts, tiny_mo
     args = ["signal", "--rollouts", str(out), "--model", str(tiny_model_dir), "--bootstrap", "50", "--out", str(report)]
     assert main(args) == 0
     scores = rows(report / "teacher_scores.jsonl")
-    assert len(scores) == 12 * 10  # 12 targets x 10 study conditions
+    from mopd_eval.contexts import STUDY_CONDITIONS
+
+    assert len(scores) == 12 * len(STUDY_CONDITIONS)  # 12 targets x every study condition
     for name in ("metrics.json", "table7.md", "table7.csv", "table7.tex", "figure4.png", "figure4_buckets.png", "README.md"):
         assert (report / name).exists(), name
     metrics = json.loads((report / "metrics.json").read_text())
@@ -130,3 +134,42 @@ def test_signal_unknown_condition_exit_2(rollouts, tmp_path, capsys):
     out, _ = rollouts
     rc = main(["signal", "--rollouts", str(out), "--conditions", "base,wat", "--out", str(tmp_path / "s")])
     assert rc == 2 and "unknown condition 'wat'" in capsys.readouterr().err
+
+
+SPEC = """
+templates:
+  - name: mine
+    reprompt: "{prompt}{solution}{another}{failure}{feedback}\\n\\nSolve it."
+    solution: "\\nGood:\\n{text}"
+    another: "\\nAlso good:\\n{text}"
+    failure: "\\nBad:\\n{text}"
+    feedback: "\\nNote:\\n{text}"
+conditions:
+  - name: one-of-each
+    successes: 1
+    failures: 1
+    label: One of each
+"""
+
+
+def test_a_changed_template_text_or_condition_definition_is_not_resumed(rollouts, tiny_model_dir, tmp_path, capsys):
+    """The resume key holds the template texts and condition definitions, not their names."""
+    out, _ = rollouts
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC)
+    report = tmp_path / "signal"
+    args = ["signal", "--rollouts", str(out), "--model", str(tiny_model_dir), "--bootstrap", "10", "--spec", str(spec),
+            "--templates", "mine", "--conditions", "base,one-of-each", "--limit", "2", "--out", str(report)]
+    assert main(args) == 0
+    first = rows(report / "teacher_scores.jsonl")
+    assert "One of each" in (report / "table7.md").read_text()  # the spec's label reaches Table 7
+    spec.write_text(SPEC.replace("Good:", "Correct:"))  # same name, other text
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "templates: " in err and "--rescore" in err and "new --out" in err
+    spec.write_text(SPEC.replace("failures: 1", "failures: 0"))  # same name, other definition
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "conditions.one-of-each" in err and "--rescore" in err
+    assert rows(report / "teacher_scores.jsonl") == first  # nothing was mixed in
+    assert main([*args, "--rescore"]) == 0

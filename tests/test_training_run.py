@@ -21,7 +21,7 @@ from tiny_model import make_tiny_model
 
 from mopd_eval.contexts import BUILTIN_CONDITIONS, build_context, render_teacher_prompt
 from mopd_eval.records import Rollout
-from mopd_eval.rollout_gen import chat_prompt_ids
+from mopd_eval.pipeline import chat_prompt_ids
 from training.config import TRAINING_CONDITIONS, load_config
 from training.synthetic_task import StartsWithTask
 from training.trainer import Trainer, train

@@ -11,6 +11,7 @@ from tiny_model import make_tiny_model, make_tiny_tokenizer
 from mopd_eval.contexts import BUILTIN_CONDITIONS
 from mopd_eval.engines.base import Sample
 from mopd_eval.errors import InputError
+from mopd_eval.pipeline import SampledRecord
 from mopd_eval.tasks.base import Problem
 from mopd_eval.verdict import Verdict
 from training.config import TRAINING_CONDITIONS
@@ -69,7 +70,8 @@ def _step_samples(tok, outcomes, feedback=True):
     gen = [[Sample(f"answer {i}", tok.encode(f"answer {i}"), "stop" if i % 2 else "length") for i in range(len(outcomes))]]
     verdicts = [Verdict.correct() if ok else Verdict.failed("wrong", "wrong answer" if feedback else "")
                 for ok in outcomes]
-    return make_samples([p], [msgs], [pids], gen, verdicts, task_name="arith", stop_id=tok.eos_token_id, step=1)
+    records = [SampledRecord(p, 0, j, msgs, pids, g, v, 0, 0.0, 0.0) for j, (g, v) in enumerate(zip(gen[0], verdicts, strict=True))]
+    return make_samples(records, task_name="arith", stop_id=tok.eos_token_id, step=1)
 
 
 def test_samples_train_on_sampled_ids_plus_the_stop_token(tiny_tokenizer):

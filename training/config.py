@@ -4,7 +4,7 @@ Field names follow TRL's ``GRPOConfig`` / ``GKDConfig`` where TRL has the concep
 (``learning_rate``, ``num_generations``, ``max_completion_length``, ``beta`` for the GRPO KL
 coefficient, ``epsilon`` for the clip range, ``gradient_accumulation_steps``, ``save_steps``,
 ``resume_from_checkpoint``...). Precedence: dataclass defaults < the algorithm's defaults
-(``ALGO_DEFAULTS``) < the YAML file < command-line overrides.
+(``training.algorithms``) < the YAML file < command-line overrides.
 
 An override is ``key=value`` with the value parsed as YAML (``max_steps=4``, ``bf16=true``,
 ``condition=2s1f``, ``task_kwargs.per_level=5``); a dotted key sets one entry of a mapping field.
@@ -21,37 +21,17 @@ import yaml
 
 from mopd_eval.contexts import BUILTIN_CONDITIONS, Condition
 from mopd_eval.errors import InputError
+from training.algorithms import TRAINING_CONDITIONS, AlgorithmSpec, get_algorithm
 
-ALGOS = ("grpo", "opd", "sdpo", "mopd")
 TEACHERS = ("ema", "frozen", "external", "none")
 DISTILL_VARIANTS = ("topk", "full", "sampled")
-
-# Conditions the algorithms use that are not among the study's built-ins.
-TRAINING_CONDITIONS: dict[str, Condition] = {
-    c.name: c
-    for c in [
-        # MOPD, success-only variant: two successful siblings, no failure.
-        Condition("mopd-s", successes=2, label="MOPD (2 successes)"),
-        # SDPO: the first successful sibling and/or the target's own verifier feedback.
-        Condition("sdpo", successes=1, feedback=True, require="any", label="SDPO"),
-    ]
-}
-
-# What each algorithm means: (teacher, teacher context). Loss: GRPO's policy gradient for grpo,
-# the distillation divergence for the others.
-ALGO_DEFAULTS: dict[str, dict[str, Any]] = {
-    "grpo": {"teacher": "none", "condition": "base"},
-    "opd": {"teacher": "external", "condition": "base"},
-    "sdpo": {"teacher": "ema", "condition": "sdpo"},
-    "mopd": {"teacher": "ema", "condition": "2s1f"},
-}
 
 
 @dataclass
 class TrainConfig:
     """Everything a run needs; ``to_dict`` is written next to every checkpoint."""
 
-    algo: Literal["grpo", "opd", "sdpo", "mopd"] = "mopd"
+    algo: str = "mopd"  # a name in training.algorithms.ALGORITHMS
     # --- model and teacher
     model_name_or_path: str = "smollm2-135m"
     teacher: str = "ema"  # ema | frozen | external | none (grpo)
@@ -73,7 +53,7 @@ class TrainConfig:
     # --- teacher context
     condition: str | dict = "2s1f"  # a built-in/training condition name or Condition fields
     peer_order: Literal["group", "random"] = "group"
-    # --- distillation loss (DESIGN.md)
+    # --- distillation loss (docs/training.md)
     alpha: float = 0.5  # 0: KL(T||S) (forward), 1: KL(S||T) (reverse), 0.5: JSD
     distill_topk: int = 100
     distill_variant: Literal["topk", "full", "sampled"] = "topk"
@@ -122,13 +102,12 @@ class TrainConfig:
         def bad(name: str, msg: str) -> InputError:
             return InputError(msg, field=name)
 
-        if self.algo not in ALGOS:
-            raise bad("algo", f"unknown algorithm {self.algo!r}; choose from {', '.join(ALGOS)}")
+        spec = self.spec
         if self.teacher not in TEACHERS:
             raise bad("teacher", f"unknown teacher {self.teacher!r}; choose from {', '.join(TEACHERS)}")
-        if self.algo == "grpo" and self.teacher != "none":
-            raise bad("teacher", "grpo uses no teacher; set teacher=none")
-        if self.algo != "grpo" and self.teacher == "none":
+        if not spec.uses_teacher and self.teacher != "none":
+            raise bad("teacher", f"{self.algo} uses no teacher; set teacher=none")
+        if spec.uses_teacher and self.teacher == "none":
             raise bad("teacher", f"{self.algo} distils from a teacher: ema, frozen or external")
         if self.teacher == "external" and not self.teacher_model_name_or_path:
             raise bad("teacher_model_name_or_path", "teacher=external needs teacher_model_name_or_path")
@@ -136,7 +115,7 @@ class TrainConfig:
             raise bad("alpha", f"alpha must lie in [0, 1], got {self.alpha}")
         if self.distill_variant not in DISTILL_VARIANTS:
             raise bad("distill_variant", f"choose from {', '.join(DISTILL_VARIANTS)}")
-        if self.distill_variant == "sampled" and self.alpha != 1.0 and self.algo != "grpo":
+        if self.distill_variant == "sampled" and self.alpha != 1.0 and spec.uses_teacher:
             raise bad("alpha", "the sampled-token variant estimates the reverse KL only: set alpha=1")
         if not 0.0 < self.teacher_ema_rate <= 1.0:
             raise bad("teacher_ema_rate", "must lie in (0, 1]")
@@ -145,11 +124,16 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise bad(name, f"must be a positive integer, got {v!r}")
-        if self.algo == "grpo" and self.num_generations < 2:
+        if spec.loss == "policy_gradient" and self.num_generations < 2:
             raise bad("num_generations", "GRPO's group-normalised advantages need at least 2 rollouts")
         if self.save_steps < 0:
             raise bad("save_steps", "must be >= 0")
         self.resolve_condition()
+
+    @property
+    def spec(self) -> AlgorithmSpec:
+        """The algorithm's registry entry (``training.algorithms``)."""
+        return get_algorithm(self.algo)
 
     def resolve_condition(self) -> Condition:
         """The ``Condition`` the teacher's context is built with."""
@@ -226,9 +210,7 @@ def load_config(
     extra = overrides if isinstance(overrides, dict) else parse_overrides(list(overrides or []))
     data = _merge(data, extra)
     chosen = algo or data.get("algo") or TrainConfig.algo
-    if chosen not in ALGOS:
-        raise InputError(f"unknown algorithm {chosen!r}; choose from {', '.join(ALGOS)}", field="algo")
-    merged = _merge({**ALGO_DEFAULTS[chosen]}, data)
+    merged = _merge(get_algorithm(chosen).config_defaults(), data)
     merged["algo"] = chosen
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(merged) - known)

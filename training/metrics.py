@@ -11,12 +11,68 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from mopd_eval.jsonl import AppendLog, iter_jsonl, write_jsonl_atomic
 
 PHASES = ("gen", "reward", "adv", "update_actor", "step")
+
+
+@dataclass(frozen=True)
+class SampleStats:
+    """What the step metrics need of one training sample (small: it is gathered over ranks)."""
+
+    reward: float
+    success: bool
+    response_tokens: int
+    has_context: bool
+    truncated: bool  # stopped by the length limit
+    advantage: float
+    teacher_prompt_tokens: int
+    prompt_tokens: int
+
+    @classmethod
+    def of(cls, s) -> SampleStats:
+        """From a ``training.samples.TrainSample``."""
+        return cls(s.rollout.reward, s.rollout.success, len(s.response_ids), s.has_context,
+                   s.rollout.meta["finish_reason"] == "length", s.advantage,
+                   len(s.teacher_prompt_ids or ()), len(s.prompt_ids))
+
+
+def step_sample_metrics(rows: Sequence[SampleStats], group_size: int, *, distill: bool) -> dict[str, float]:
+    """One step's rollout metrics (verl's names) over every rank's samples, in group order."""
+    rewards = np.array([r.reward for r in rows], dtype=float)
+    success = np.array([r.success for r in rows], dtype=float)
+    lengths = np.array([r.response_tokens for r in rows], dtype=float)
+    groups = rewards.reshape(-1, group_size)
+    succ_g = success.reshape(-1, group_size)
+    out = {
+        "critic/score/mean": float(rewards.mean()),
+        "critic/score/max": float(rewards.max()),
+        "critic/score/min": float(rewards.min()),
+        "critic/rewards/mean": float(rewards.mean()),
+        "success/mean": float(success.mean()),
+        "response_length/mean": float(lengths.mean()),
+        "response_length/max": float(lengths.max()),
+        "response_length/min": float(lengths.min()),
+        "response_length/clip_ratio": float(np.mean([r.truncated for r in rows])),
+        "rollouts/mixed_group_fraction": float(np.mean((succ_g.min(1) < 1) & (succ_g.max(1) > 0))),
+        "rollouts/group_reward_std": float(groups.std(1, ddof=1).mean()) if group_size > 1 else 0.0,
+        "teacher/context_fraction": float(np.mean([r.has_context for r in rows])) if distill else 0.0,
+        "prompt_length/mean": float(np.mean([r.prompt_tokens for r in rows])),
+    }
+    if distill:
+        ctx_lens = [r.teacher_prompt_tokens for r in rows if r.has_context]
+        # Teacher prompt tokens per trained sample: what makes a peer context cost time.
+        out["teacher/prompt_length/mean"] = float(np.mean(ctx_lens)) if ctx_lens else 0.0
+    else:
+        out["critic/advantages/mean"] = float(np.mean([r.advantage for r in rows]))
+        out["critic/advantages/max"] = float(np.max([r.advantage for r in rows]))
+    return out
 
 
 class Timers:

@@ -20,11 +20,8 @@ from mopd_eval.contexts import (
     build_context,
     render_teacher_prompt,
 )
-from mopd_eval.engines.base import Sample
+from mopd_eval.pipeline import SampledRecord
 from mopd_eval.records import Rollout
-from mopd_eval.rollout_gen import sampled_rollout
-from mopd_eval.tasks.base import Problem
-from mopd_eval.verdict import Verdict
 from training.losses import grpo_advantages
 
 
@@ -48,30 +45,23 @@ def stop_id_for(tokenizer, stop_ids: Sequence[int]) -> int | None:
 
 
 def make_samples(
-    problems: Sequence[Problem],
-    messages: Sequence[list[dict]],
-    prompt_ids: Sequence[list[int]],
-    generated: Sequence[Sequence[Sample]],
-    verdicts: Sequence[Verdict],
+    records: Sequence[SampledRecord],
     *,
     task_name: str,
     stop_id: int | None,
     step: int,
 ) -> list[TrainSample]:
-    """Pair generations with verdicts (problem order, then sample order) as ``TrainSample``s."""
+    """``TrainSample``s of the pipeline's records (problem order, then sample order).
+
+    ``group`` is the position of the record's problem among this rank's prompts, not its id: a
+    step may hold the same problem twice (the epoch stream wraps), and each is its own group.
+    """
     out: list[TrainSample] = []
-    k = 0
-    for g, (p, msgs, pids, group) in enumerate(zip(problems, messages, prompt_ids, generated, strict=True)):
-        for j, s in enumerate(group):
-            v = verdicts[k]
-            k += 1
-            ids = list(s.token_ids)
-            if s.finish_reason == "stop" and stop_id is not None:
-                ids.append(stop_id)
-            r = sampled_rollout(p, j, msgs, s, v, task_name, step=step)
-            out.append(TrainSample(r, g, list(pids), ids))
-    if k != len(verdicts):
-        raise ValueError(f"{len(verdicts)} verdicts for {k} samples")
+    for r in records:
+        ids = list(r.sample.token_ids)
+        if r.sample.finish_reason == "stop" and stop_id is not None:
+            ids.append(stop_id)
+        out.append(TrainSample(r.to_rollout(task_name, step=step), r.position, list(r.prompt_ids), ids))
     return out
 
 

@@ -26,6 +26,7 @@ import math
 import random
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from tqdm.auto import tqdm
 
 from mopd_eval.errors import InputError
 from mopd_eval.jsonl import write_json_atomic
-from mopd_eval.rollout_gen import chat_prompt_ids
+from mopd_eval.pipeline import SamplingConfig, sample_and_verify
 from mopd_eval.tasks import TASKS, get_task
 from mopd_eval.tasks.base import Problem
 from mopd_eval.versions import package_versions
@@ -48,7 +49,7 @@ from training.checkpoint import (
 )
 from training.config import TrainConfig
 from training.distributed import DistInfo, all_gather_objects, init_distributed, shard_model
-from training.metrics import MetricsLog, Timers
+from training.metrics import MetricsLog, SampleStats, Timers, step_sample_metrics
 from training.samples import (
     TrainSample,
     attach_advantages,
@@ -95,104 +96,150 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@dataclass
+class Models:
+    """What ``Trainer`` trains and reads: the policy, its teacher and GRPO's KL reference."""
+
+    policy: torch.nn.Module
+    teacher: Teacher | None
+    reference: torch.nn.Module | None
+    gen_model: torch.nn.Module | None  # an unsharded copy for HF generation under FSDP
+
+
 class Trainer:
-    """One training job. ``task`` overrides ``cfg.task`` with an object (tests, notebooks)."""
+    """One training job. ``task`` overrides ``cfg.task`` with an object (tests, notebooks).
+
+    Construction runs the setup steps in order: distributed, models, teacher, optimizer, resume,
+    engine, data; each is one method below.
+    """
 
     def __init__(self, cfg: TrainConfig, *, task: Any = None, info: DistInfo | None = None) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer, get_scheduler
-
-        from mopd_eval.engines import make_engine
-        from mopd_eval.engines.hf import HFEngine
-        from mopd_eval.models import resolve_model
-
-        self.cfg = cfg
-        self.info = info or init_distributed()
-        info = self.info
-        if cfg.num_prompts_per_step % info.world_size:
-            raise InputError(f"num_prompts_per_step={cfg.num_prompts_per_step} is not divisible by "
-                             f"{info.world_size} processes", field="num_prompts_per_step")
+        self.cfg, self.spec = cfg, cfg.spec
+        self.info = self._setup_distributed(info)
         self.output_dir = Path(cfg.output_dir)
         self.resume_path = resolve_resume(cfg.resume_from_checkpoint, self.output_dir)
-        _seed_everything(cfg.seed + info.rank)
-        self.sharded = cfg.fsdp if cfg.fsdp is not None else info.distributed
-        bf16 = cfg.bf16 if cfg.bf16 is not None else info.device.type == "cuda"
-        if bf16 and info.device.type == "cpu":
-            raise InputError("bf16 mixed precision is for GPUs; use fp32 on CPU", field="bf16")
-
-        base_path = resolve_model(cfg.model_name_or_path)
-        policy_path = self.resume_path or base_path
-        self.tokenizer = AutoTokenizer.from_pretrained(base_path)
-        policy = AutoModelForCausalLM.from_pretrained(policy_path, dtype=torch.float32)
-        if cfg.gradient_checkpointing:
-            policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-
-        # Teachers and the generation copy are made before sharding (same layout as the policy).
-        teacher: Teacher | None = None
-        if cfg.teacher in ("ema", "frozen"):
-            if cfg.teacher == "ema" and self.resume_path is not None:
-                src = AutoModelForCausalLM.from_pretrained(self.resume_path / "teacher", dtype=torch.float32)
-                teacher = Teacher(src, "ema", cfg.teacher_ema_rate)
-            elif cfg.teacher == "frozen" and self.resume_path is not None:
-                teacher = Teacher(AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32), "frozen")
-            else:
-                teacher = copy_teacher(policy, cfg.teacher, cfg.teacher_ema_rate)
-        elif cfg.teacher == "external":
-            teacher = load_external_teacher(cfg.teacher_model_name_or_path, self.tokenizer)
-        reference = None
-        if cfg.algo == "grpo" and cfg.beta > 0:
-            reference = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32).eval().requires_grad_(False)
-        gen_model = copy.deepcopy(policy) if (self.sharded and cfg.engine == "hf") else None
-
-        if self.sharded:
-            shard_model(policy, info, bf16=bf16)
-            if teacher is not None:
-                shard_model(teacher.model, info, bf16=bf16, reshard_root=True)
-            if reference is not None:
-                shard_model(reference, info, bf16=bf16, reshard_root=True)
-        else:
-            policy.to(info.device)
-            if teacher is not None:
-                teacher.model.to(info.device)
-            if reference is not None:
-                reference.to(info.device)
-        policy.eval()
-        self.policy, self.teacher, self.reference = policy, teacher, reference
-
-        self.optimizer = torch.optim.AdamW(
-            policy.parameters(), lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
-            eps=cfg.adam_epsilon, weight_decay=cfg.weight_decay,
-        )
-        self.scheduler = get_scheduler(cfg.lr_scheduler_type, self.optimizer,
-                                       num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.max_steps)
-        self.start_step = 0
-        if self.resume_path is not None:
-            state = load_trainer_state(self.resume_path)
-            restore_optimizer(policy, self.optimizer, state)
-            self.scheduler.load_state_dict(state["scheduler"])
-            self.start_step = int(state["step"])
-            restore_rng(self.resume_path, info)
-
-        if cfg.engine == "hf":
-            model = gen_model.to(info.device) if gen_model is not None else policy
-            self.engine = HFEngine(model, self.tokenizer)
-        else:
-            self.engine = make_engine(cfg.engine, policy_path)
-        push_weights(self.engine, policy)  # a no-op when the engine wraps the policy itself
-        self.pad_id = self.engine.pad_id if hasattr(self.engine, "pad_id") else (self.tokenizer.pad_token_id or 0)
-        self.stop_id = stop_id_for(self.tokenizer, getattr(self.engine, "stop_ids", None) or [self.tokenizer.eos_token_id])
-
-        self.task = task if task is not None else load_task(cfg.task, dict(cfg.task_kwargs))
-        self.task_name = getattr(self.task, "name", str(cfg.task))
-        self.problems = self.task.load(cfg.data_path, limit=cfg.max_prompts, seed=cfg.data_seed)
-        if not self.problems:
-            raise InputError("the task gave no problems", field="task")
+        self.bf16 = self._precision()
+        self.models = self._setup_models()
+        self.policy, self.teacher, self.reference = self.models.policy, self.models.teacher, self.models.reference
+        self.optimizer, self.scheduler = self._setup_optimizer()
+        self.start_step = self._resume()
+        self.engine = self._setup_engine()
+        self.task, self.problems = self._setup_data(task)
         self.condition = cfg.resolve_condition()
-        self.update_ctx = UpdateContext(policy, self.optimizer, self.scheduler, teacher, reference, info,
-                                        self.pad_id, self.sharded, bf16 and not self.sharded)
+        self.update_ctx = UpdateContext(self.policy, self.optimizer, self.scheduler, self.teacher, self.reference,
+                                        self.info, self.pad_id, self.sharded, self.bf16 and not self.sharded)
         self.timers = Timers()
         self.log: MetricsLog | None = None
         self.rollout_log: MetricsLog | None = None
         self.last_samples: list[TrainSample] = []
+
+    # ------------------------------------------------------------------ setup steps
+
+    def _setup_distributed(self, info: DistInfo | None) -> DistInfo:
+        info = info or init_distributed()
+        if self.cfg.num_prompts_per_step % info.world_size:
+            raise InputError(f"num_prompts_per_step={self.cfg.num_prompts_per_step} is not divisible by "
+                             f"{info.world_size} processes", field="num_prompts_per_step")
+        _seed_everything(self.cfg.seed + info.rank)
+        self.sharded = self.cfg.fsdp if self.cfg.fsdp is not None else info.distributed
+        return info
+
+    def _precision(self) -> bool:
+        cfg = self.cfg
+        bf16 = cfg.bf16 if cfg.bf16 is not None else self.info.device.type == "cuda"
+        if bf16 and self.info.device.type == "cpu":
+            raise InputError("bf16 mixed precision is for GPUs; use fp32 on CPU", field="bf16")
+        return bf16
+
+    def _setup_models(self) -> Models:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from mopd_eval.models import resolve_model
+
+        cfg = self.cfg
+        self.base_path = resolve_model(cfg.model_name_or_path)
+        self.policy_path = self.resume_path or self.base_path
+        self.tokenizer = AutoTokenizer.from_pretrained(self.base_path)
+        policy = AutoModelForCausalLM.from_pretrained(self.policy_path, dtype=torch.float32)
+        if cfg.gradient_checkpointing:
+            policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # Teachers and the generation copy are made before sharding (same layout as the policy).
+        teacher = self._make_teacher(policy)
+        reference = None
+        if self.spec.loss == "policy_gradient" and cfg.beta > 0:
+            reference = AutoModelForCausalLM.from_pretrained(self.base_path, dtype=torch.float32)
+            reference.eval().requires_grad_(False)
+        gen_model = copy.deepcopy(policy) if (self.sharded and cfg.engine == "hf") else None
+        for i, model in enumerate((policy, teacher.model if teacher else None, reference)):
+            if model is None:
+                continue
+            if self.sharded:
+                # The policy's root stays gathered after forward; an EMA teacher's root must reshard.
+                shard_model(model, self.info, bf16=self.bf16, reshard_root=i > 0)
+            else:
+                model.to(self.info.device)
+        policy.eval()
+        return Models(policy, teacher, reference, gen_model)
+
+    def _make_teacher(self, policy: torch.nn.Module) -> Teacher | None:
+        from transformers import AutoModelForCausalLM
+
+        cfg = self.cfg
+        if cfg.teacher == "ema" and self.resume_path is not None:
+            src = AutoModelForCausalLM.from_pretrained(self.resume_path / "teacher", dtype=torch.float32)
+            return Teacher(src, "ema", cfg.teacher_ema_rate)
+        if cfg.teacher == "frozen" and self.resume_path is not None:
+            return Teacher(AutoModelForCausalLM.from_pretrained(self.base_path, dtype=torch.float32), "frozen")
+        if cfg.teacher in ("ema", "frozen"):
+            return copy_teacher(policy, cfg.teacher, cfg.teacher_ema_rate)
+        if cfg.teacher == "external":
+            return load_external_teacher(cfg.teacher_model_name_or_path, self.tokenizer)
+        return None
+
+    def _setup_optimizer(self):
+        from transformers import get_scheduler
+
+        cfg = self.cfg
+        optimizer = torch.optim.AdamW(
+            self.policy.parameters(), lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
+            eps=cfg.adam_epsilon, weight_decay=cfg.weight_decay,
+        )
+        scheduler = get_scheduler(cfg.lr_scheduler_type, optimizer,
+                                  num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.max_steps)
+        return optimizer, scheduler
+
+    def _resume(self) -> int:
+        if self.resume_path is None:
+            return 0
+        state = load_trainer_state(self.resume_path)
+        restore_optimizer(self.policy, self.optimizer, state)
+        self.scheduler.load_state_dict(state["scheduler"])
+        restore_rng(self.resume_path, self.info)
+        return int(state["step"])
+
+    def _setup_engine(self):
+        from mopd_eval.engines import make_engine
+        from mopd_eval.engines.hf import HFEngine
+
+        if self.cfg.engine == "hf":
+            gen = self.models.gen_model
+            engine = HFEngine(gen.to(self.info.device) if gen is not None else self.policy, self.tokenizer)
+        else:
+            engine = make_engine(self.cfg.engine, self.policy_path)
+        push_weights(engine, self.policy)  # a no-op when the engine wraps the policy itself
+        self.pad_id = engine.pad_id if hasattr(engine, "pad_id") else (self.tokenizer.pad_token_id or 0)
+        stops = getattr(engine, "stop_ids", None) or [self.tokenizer.eos_token_id]
+        self.stop_id = stop_id_for(self.tokenizer, stops)
+        return engine
+
+    def _setup_data(self, task: Any) -> tuple[Any, list[Problem]]:
+        cfg = self.cfg
+        task = task if task is not None else load_task(cfg.task, dict(cfg.task_kwargs))
+        self.task_name = getattr(task, "name", str(cfg.task))
+        problems = task.load(cfg.data_path, limit=cfg.max_prompts, seed=cfg.data_seed)
+        if not problems:
+            raise InputError("the task gave no problems", field="task")
+        return task, problems
 
     # ------------------------------------------------------------------ one step
 
@@ -205,22 +252,16 @@ class Trainer:
     def collect(self, step: int) -> list[TrainSample]:
         """Phases gen, reward and adv: this rank's samples, verified, with contexts/advantages."""
         cfg, t = self.cfg, self.timers
-        problems = self.local_problems(step)
-        messages = [self.task.messages(p) for p in problems]
-        prompt_ids = [chat_prompt_ids(self.tokenizer, m) for m in messages]
-        with t("gen"):
-            generated = self.engine.generate(prompt_ids, cfg.num_generations, cfg.temperature, cfg.top_p,
-                                             cfg.max_completion_length, sampling_seed(cfg.seed, step))
-        with t("reward"):
-            flat_p = [p for p, g in zip(problems, generated, strict=True) for _ in g]
-            verdicts = self.task.verify(flat_p, [s.text for g in generated for s in g])
+        sampling = SamplingConfig(n=cfg.num_generations, temperature=cfg.temperature, top_p=cfg.top_p,
+                                  max_tokens=cfg.max_completion_length, seed=sampling_seed(cfg.seed, step))
+        records = sample_and_verify(self.engine, self.task, self.local_problems(step), sampling,
+                                    progress=False, timer=t)
         with t("adv"):
-            samples = make_samples(problems, messages, prompt_ids, generated, verdicts,
-                                   task_name=self.task_name, stop_id=self.stop_id, step=step)
-            if cfg.algo == "grpo":
-                attach_advantages(samples, scale=cfg.scale_rewards)
-            else:
+            samples = make_samples(records, task_name=self.task_name, stop_id=self.stop_id, step=step)
+            if self.spec.uses_teacher:
                 attach_contexts(samples, self.condition, self.tokenizer, order=cfg.peer_order, seed=cfg.seed)
+            else:
+                attach_advantages(samples, scale=cfg.scale_rewards)
         return samples
 
     def step(self, step: int) -> dict:
@@ -247,39 +288,9 @@ class Trainer:
             self.rollout_log.write_rows([r for part in gathered for r in part])
 
     def _sample_metrics(self, samples: Sequence[TrainSample]) -> dict:
-        cfg = self.cfg
-        local = [(s.group, s.rollout.reward, s.rollout.success, len(s.response_ids), s.has_context,
-                  s.rollout.meta["finish_reason"] == "length", s.advantage,
-                  len(s.teacher_prompt_ids or ()), len(s.prompt_ids)) for s in samples]
+        local = [SampleStats.of(s) for s in samples]
         rows = [r for part in all_gather_objects(local, self.info) for r in part]
-        rewards = np.array([r[1] for r in rows], dtype=float)
-        success = np.array([r[2] for r in rows], dtype=float)
-        lengths = np.array([r[3] for r in rows], dtype=float)
-        groups = np.array(rewards).reshape(-1, cfg.num_generations) if rows else np.zeros((0, 1))
-        succ_g = success.reshape(-1, cfg.num_generations) if rows else np.zeros((0, 1))
-        out = {
-            "critic/score/mean": float(rewards.mean()),
-            "critic/score/max": float(rewards.max()),
-            "critic/score/min": float(rewards.min()),
-            "critic/rewards/mean": float(rewards.mean()),
-            "success/mean": float(success.mean()),
-            "response_length/mean": float(lengths.mean()),
-            "response_length/max": float(lengths.max()),
-            "response_length/min": float(lengths.min()),
-            "response_length/clip_ratio": float(np.mean([r[5] for r in rows])),
-            "rollouts/mixed_group_fraction": float(np.mean((succ_g.min(1) < 1) & (succ_g.max(1) > 0))),
-            "rollouts/group_reward_std": float(groups.std(1, ddof=1).mean()) if cfg.num_generations > 1 else 0.0,
-            "teacher/context_fraction": float(np.mean([r[4] for r in rows])) if cfg.algo != "grpo" else 0.0,
-            "prompt_length/mean": float(np.mean([r[8] for r in rows])),
-        }
-        if cfg.algo != "grpo":
-            ctx_lens = [r[7] for r in rows if r[4]]
-            # Teacher prompt tokens per trained sample: what makes a peer context cost time.
-            out["teacher/prompt_length/mean"] = float(np.mean(ctx_lens)) if ctx_lens else 0.0
-        if cfg.algo == "grpo":
-            out["critic/advantages/mean"] = float(np.mean([r[6] for r in rows]))
-            out["critic/advantages/max"] = float(np.max([r[6] for r in rows]))
-        return out
+        return step_sample_metrics(rows, self.cfg.num_generations, distill=self.spec.uses_teacher)
 
     # ------------------------------------------------------------------ the loop
 

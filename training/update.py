@@ -60,7 +60,7 @@ def _autocast(ctx: UpdateContext):
 
 def actor_update(ctx: UpdateContext, samples: Sequence[TrainSample], cfg: TrainConfig, timers: Timers) -> dict:
     """Run the update on this rank's ``samples``; returns global metrics (same on every rank)."""
-    distill = cfg.algo != "grpo"
+    distill = cfg.spec.uses_teacher
     info = ctx.info
     local_tokens = sum(trained_tokens(s, distill) for s in samples)
     (n_tokens,) = all_reduce_sum([local_tokens], info)
@@ -75,54 +75,79 @@ def actor_update(ctx: UpdateContext, samples: Sequence[TrainSample], cfg: TrainC
     scale = info.world_size / n_tokens
     sums = np.zeros(3)  # loss, divergence, kl
     ctx.policy.train()
-    dev = info.device
+    micro_loss = _distill_loss if distill else _policy_gradient_loss
     for mb in micro_batches(samples, cfg.gradient_accumulation_steps):
         if not mb:
             if ctx.sharded:
                 raise ValueError("a rank has fewer samples than gradient_accumulation_steps")
             continue
-        batch = pad_batch([s.prompt_ids for s in mb], [s.response_ids for s in mb], ctx.pad_id, device=dev)
+        batch = pad_batch([s.prompt_ids for s in mb], [s.response_ids for s in mb], ctx.pad_id, device=info.device)
         with _autocast(ctx):
             logits = response_logits(ctx.policy, batch)
-        if distill:
-            rows = [i for i, s in enumerate(mb) if s.has_context]
-            # A sharded teacher must run its collectives on every rank: a dummy row if needed.
-            t_rows = rows or ([0] if ctx.sharded else [])
-            if t_rows:
-                with timers("teacher"), torch.no_grad(), _autocast(ctx):
-                    tb = pad_batch([mb[i].teacher_prompt_ids or mb[i].prompt_ids for i in t_rows],
-                                   [mb[i].response_ids for i in t_rows], ctx.pad_id, width=batch.width, device=dev)
-                    t_logits = response_logits(ctx.teacher.model, tb)
-                    if ctx.sharded and hasattr(ctx.teacher.model, "reshard"):
-                        ctx.teacher.model.reshard()
-            if rows:
-                sel = torch.tensor(rows, device=dev)
-                tok_loss, div = distill_token_loss(
-                    logits[sel], t_logits[: len(rows)], batch.response_ids[sel],
-                    alpha=cfg.alpha, variant=cfg.distill_variant, topk=cfg.distill_topk,
-                )
-                mask = batch.response_mask[sel]
-                loss = (tok_loss * mask).sum()
-                sums[0] += float(loss.detach())
-                sums[1] += float((div * mask).sum())
-            else:
-                loss = logits.sum() * 0.0  # keeps the backward (and FSDP's reduce-scatter) in step
-        else:
-            logp = token_logprobs(logits, batch.response_ids)
-            ref_logp = None
-            if cfg.beta > 0.0:
-                with torch.no_grad(), _autocast(ctx):
-                    ref_logp = token_logprobs(response_logits(ctx.reference, batch), batch.response_ids)
-            adv = torch.tensor([s.advantage for s in mb], dtype=torch.float32, device=dev)
-            # One update per batch of rollouts: the sampling policy is the current one, so the
-            # ratio is 1 in value and the clip never binds; it still gives the PPO gradient.
-            tok_loss, k3 = grpo_token_loss(logp, logp.detach(), adv, epsilon=cfg.epsilon, ref_logp=ref_logp, beta=cfg.beta)
-            mask = batch.response_mask
-            loss = (tok_loss * mask).sum()
-            sums[0] += float(loss.detach())
-            if k3 is not None:
-                sums[2] += float((k3.detach() * mask).sum())
+        loss = micro_loss(ctx, cfg, mb, batch, logits, sums, timers)
         (loss * scale).backward()
+    grad_norm = _optimizer_step(ctx, cfg, timers)
+    loss_sum, div_sum, kl_sum = all_reduce_sum(sums.tolist(), info)
+    metrics.update({"actor/loss": loss_sum / n_tokens, "actor/grad_norm": grad_norm, "actor/skipped_update": 0.0})
+    if distill:
+        metrics["actor/distill_divergence"] = div_sum / n_tokens
+    else:
+        metrics["actor/pg_loss"] = loss_sum / n_tokens
+        if cfg.beta > 0:
+            metrics["actor/kl_loss"] = kl_sum / n_tokens
+    return metrics
+
+
+def _distill_loss(ctx: UpdateContext, cfg: TrainConfig, mb: list[TrainSample], batch, logits: torch.Tensor,
+                  sums: np.ndarray, timers: Timers) -> torch.Tensor:
+    """Summed distillation loss of one micro-batch's rows that have a teacher context."""
+    dev = ctx.info.device
+    rows = [i for i, s in enumerate(mb) if s.has_context]
+    # A sharded teacher must run its collectives on every rank: a dummy row if needed.
+    t_rows = rows or ([0] if ctx.sharded else [])
+    if t_rows:
+        with timers("teacher"), torch.no_grad(), _autocast(ctx):
+            tb = pad_batch([mb[i].teacher_prompt_ids or mb[i].prompt_ids for i in t_rows],
+                           [mb[i].response_ids for i in t_rows], ctx.pad_id, width=batch.width, device=dev)
+            t_logits = response_logits(ctx.teacher.model, tb)
+            if ctx.sharded and hasattr(ctx.teacher.model, "reshard"):
+                ctx.teacher.model.reshard()
+    if not rows:
+        return logits.sum() * 0.0  # keeps the backward (and FSDP's reduce-scatter) in step
+    sel = torch.tensor(rows, device=dev)
+    tok_loss, div = distill_token_loss(
+        logits[sel], t_logits[: len(rows)], batch.response_ids[sel],
+        alpha=cfg.alpha, variant=cfg.distill_variant, topk=cfg.distill_topk,
+    )
+    mask = batch.response_mask[sel]
+    loss = (tok_loss * mask).sum()
+    sums[0] += float(loss.detach())
+    sums[1] += float((div * mask).sum())
+    return loss
+
+
+def _policy_gradient_loss(ctx: UpdateContext, cfg: TrainConfig, mb: list[TrainSample], batch,
+                          logits: torch.Tensor, sums: np.ndarray, timers: Timers) -> torch.Tensor:
+    """Summed GRPO loss of one micro-batch (plus the k3 KL to the reference when beta > 0)."""
+    logp = token_logprobs(logits, batch.response_ids)
+    ref_logp = None
+    if cfg.beta > 0.0:
+        with torch.no_grad(), _autocast(ctx):
+            ref_logp = token_logprobs(response_logits(ctx.reference, batch), batch.response_ids)
+    adv = torch.tensor([s.advantage for s in mb], dtype=torch.float32, device=ctx.info.device)
+    # One update per batch of rollouts: the sampling policy is the current one, so the
+    # ratio is 1 in value and the clip never binds; it still gives the PPO gradient.
+    tok_loss, k3 = grpo_token_loss(logp, logp.detach(), adv, epsilon=cfg.epsilon, ref_logp=ref_logp, beta=cfg.beta)
+    mask = batch.response_mask
+    loss = (tok_loss * mask).sum()
+    sums[0] += float(loss.detach())
+    if k3 is not None:
+        sums[2] += float((k3.detach() * mask).sum())
+    return loss
+
+
+def _optimizer_step(ctx: UpdateContext, cfg: TrainConfig, timers: Timers) -> float:
+    """Clip, step, schedule, zero; then the EMA teacher follows. Returns the global grad norm."""
     with timers("optimizer"):
         grad_norm = torch.nn.utils.clip_grad_norm_(ctx.policy.parameters(), cfg.max_grad_norm)
         if hasattr(grad_norm, "full_tensor"):
@@ -133,12 +158,4 @@ def actor_update(ctx: UpdateContext, samples: Sequence[TrainSample], cfg: TrainC
     if ctx.teacher is not None:
         ctx.teacher.update(ctx.policy)
     ctx.policy.eval()
-    loss_sum, div_sum, kl_sum = all_reduce_sum(sums.tolist(), info)
-    metrics.update({"actor/loss": loss_sum / n_tokens, "actor/grad_norm": float(grad_norm), "actor/skipped_update": 0.0})
-    if distill:
-        metrics["actor/distill_divergence"] = div_sum / n_tokens
-    else:
-        metrics["actor/pg_loss"] = loss_sum / n_tokens
-        if cfg.beta > 0:
-            metrics["actor/kl_loss"] = kl_sum / n_tokens
-    return metrics
+    return float(grad_norm)

@@ -12,10 +12,9 @@ from __future__ import annotations
 import argparse
 from collections import Counter
 
-from mopd_eval.commands.bench import add_task_arguments, make_task
 from mopd_eval.errors import InputError
 from mopd_eval.jsonl import iter_jsonl, write_jsonl_atomic
-from mopd_eval.tasks import TASKS
+from mopd_eval.tasks import TASKS, add_task_arguments, task_from_args
 
 BATCH = 64  # samples per verify call: small enough for a live progress bar
 
@@ -50,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     rows = read_samples(args.samples, args.task)
-    task = make_task(args.task, args)
+    task = task_from_args(args.task, args)
     try:
         problems = {p.problem_id: p for p in task.load(args.data, seed=args.seed)}
         for line, pid, _, _ in rows:

@@ -1,0 +1,210 @@
+"""One resumable run: a content key, a lock, an append log, and an atomic finish.
+
+Every long command (``signal``, ``rollouts``, ``bench``) writes its results through a
+``ResumableRun``:
+
+* **key**: a dict of everything that determines the results (data file sha256, resolved template
+  texts and condition definitions, model identity, engine, dtype, sampling parameters, seeds).
+  It is stored in the run record beside the log with its sha256. A rerun whose key differs is
+  refused (``InputError``, exit 2) naming each changed entry and the two ways on: ``--rescore``
+  (start over) or a new ``--out``. Keys named in ``extendable`` hold mappings that may *grow*
+  between runs (more conditions scored into the same study): entries present in both runs must
+  agree, new entries are added to the record.
+* **lock**: one process at a time per run; a second one is refused at once, naming the holder.
+* **log**: ``jsonl.AppendLog``; a torn last line from a kill is dropped when the run reopens.
+* **finish**: the log becomes the final file by one ``os.replace`` (``final_path``), so a reader
+  sees the finished file or nothing.
+
+Nothing is written until ``start()`` is called, so a command checks its inputs and loads its model
+first and a failure there leaves no record behind that would block the corrected rerun.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from mopd_eval.errors import InputError
+from mopd_eval.jsonl import AppendLog, iter_jsonl, write_json_atomic, write_jsonl_atomic
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def key_sha256(key: Mapping[str, Any]) -> str:
+    """Canonical hash of a run key (sorted keys, compact separators)."""
+    text = json.dumps(key, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _short(v: Any, width: int = 80) -> str:
+    s = json.dumps(v, sort_keys=True, default=str)
+    return s if len(s) <= width else s[: width - 3] + "..."
+
+
+def key_changes(old: Mapping[str, Any], new: Mapping[str, Any], extendable: Sequence[str] = ()) -> list[str]:
+    """What differs between two run keys, one readable item per changed entry.
+
+    An ``extendable`` entry is a mapping: only names present in both that differ count.
+    """
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if k in extendable and isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += [f"{k}.{name}: {_short(a[name])} -> {_short(b[name])}"
+                    for name in sorted(set(a) & set(b)) if a[name] != b[name]]
+        elif a != b:
+            out.append(f"{k}: {_short(a)} -> {_short(b)}")
+    return out
+
+
+def merge_keys(old: Mapping[str, Any], new: Mapping[str, Any], extendable: Sequence[str]) -> dict:
+    """``new`` with each extendable mapping grown by the entries only ``old`` had."""
+    out = dict(new)
+    for k in extendable:
+        if isinstance(old.get(k), Mapping) and isinstance(new.get(k), Mapping):
+            out[k] = {**old[k], **new[k]}
+    return out
+
+
+class ResumableRun:
+    """A long run whose rows are appended to ``log_path`` under the content ``key``.
+
+    ``record_path`` holds ``{"key", "key_sha256"}``. With ``final_path`` the finished log is
+    renamed there by ``finish()``; the record stays, so a rerun of a finished run is recognised
+    (``finished``) and checked against its key too. Use as a context manager: ``start()`` inside.
+    """
+
+    def __init__(self, log_path: str | Path, record_path: str | Path, key: Mapping[str, Any], *,
+                 final_path: str | Path | None = None, extendable: Sequence[str] = (),
+                 what: str = "run", flag: str = "--out") -> None:
+        self.log_path, self.record_path = Path(log_path), Path(record_path)
+        self.final_path = Path(final_path) if final_path is not None else None
+        self.key, self.extendable, self.what, self.flag = dict(key), tuple(extendable), what, flag
+        self._lock: FileLock | None = None
+        self._log: AppendLog | None = None
+        self.recovered_rows = 0  # rows found on disk from an earlier, interrupted run
+
+    # ---- lock -----------------------------------------------------------------------------
+
+    @property
+    def lock_path(self) -> Path:
+        return self.record_path.with_name(self.record_path.name + ".lock")
+
+    def _owner_path(self) -> Path:
+        return self.record_path.with_name(self.record_path.name + ".owner")
+
+    def _acquire(self) -> None:
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(self.lock_path, timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            holder = self._owner_path().read_text().strip() if self._owner_path().exists() else "unknown"
+            raise InputError(f"another {self.what} is writing here ({holder}); wait for it or use another "
+                             f"{self.flag}", path=self.record_path.parent) from None
+        self._lock = lock
+        self._owner_path().write_text(f"pid {os.getpid()} on {socket.gethostname()}: {' '.join(sys.argv)[:200]}\n")
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._owner_path().unlink(missing_ok=True)
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> ResumableRun:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    # ---- record and log -------------------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        return self.final_path is not None and self.final_path.exists() and not self.log_path.exists()
+
+    def discard(self) -> None:
+        """Forget every result of this run (``--rescore``); needs the lock, so call after ``start``
+        or before it from the same process only through ``start(fresh=True)``."""
+        for p in (self.log_path, self.record_path, self.final_path):
+            if p is not None:
+                p.unlink(missing_ok=True)
+
+    def start(self, *, fresh: bool = False) -> list[dict]:
+        """Lock, check the key against an earlier run, write the record; return the rows done."""
+        self._acquire()
+        try:
+            if fresh:
+                self.discard()
+            self._check_record()
+            if self.finished:
+                return [obj for _, obj in iter_jsonl(self.final_path)]
+            self._log = AppendLog(self.log_path)
+            self.recovered_rows = len(self._log.done)
+            return list(self._log.done)
+        except BaseException:
+            self.release()
+            raise
+
+    def _check_record(self) -> None:
+        results = [p for p in (self.log_path, self.final_path) if p is not None and p.exists()]
+        if not self.record_path.exists():
+            if results:
+                raise InputError(f"results without their run record {self.record_path.name}; delete them or "
+                                 f"use another {self.flag}", path=results[0])
+            write_json_atomic(self.record_path, {"key": self.key, "key_sha256": key_sha256(self.key)})
+            return
+        try:
+            record = json.loads(self.record_path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            record = None
+        if not isinstance(record, dict):
+            raise InputError("unreadable run record; delete it (and the results beside it) or use "
+                             f"another {self.flag}", path=self.record_path) from None
+        # A record from before content keys holds the settings themselves: compare them as a key.
+        old = record["key"] if isinstance(record.get("key"), dict) else record
+        changes = key_changes(old, self.key, self.extendable)
+        if changes:
+            raise InputError(
+                f"this {self.what} was started with other settings: " + "; ".join(changes)
+                + f". Rerun with --rescore to start over, or use a new {self.flag}", path=self.record_path)
+        self.key = merge_keys(old, self.key, self.extendable)
+        write_json_atomic(self.record_path, {"key": self.key, "key_sha256": key_sha256(self.key)})
+
+    def append(self, rows: Iterable[dict]) -> None:
+        if self._log is None:
+            raise RuntimeError("append() before start() or after finish()")
+        self._log.append(rows)
+
+    def rewrite(self, rows: Iterable[dict]) -> None:
+        """Replace the log's rows (atomic): recovery drops rows a kill left incomplete."""
+        if self._log is None:
+            raise RuntimeError("rewrite() before start() or after finish()")
+        kept = list(rows)
+        write_jsonl_atomic(self.log_path, kept)
+        self._log = AppendLog(self.log_path)
+        self.recovered_rows = len(kept)
+
+    def finish(self) -> Path:
+        """Move the log to ``final_path`` (atomic); returns the file holding the results."""
+        if self.final_path is None or self.finished:
+            return self.final_path or self.log_path
+        if self._log is None:
+            raise RuntimeError("finish() before start()")
+        os.replace(self.log_path, self.final_path)
+        self._log = None
+        return self.final_path
