@@ -220,9 +220,10 @@ class TranscriptParser:
     def parse(self, text: str) -> list[dict] | None:
         """The chat messages whose transcript is exactly ``text``, or None when there are none.
 
-        When several conversations render to ``text`` (a turn that quotes a role marker on a line
-        of its own), the one with the fewest messages is returned and ``text`` is counted in
-        ``ambiguous``.
+        When several conversations render to ``text``, the one with the fewest messages is
+        returned and ``text`` is counted in ``ambiguous``. That happens when role markers decode
+        to plain text: a multi-turn prompt then reads equally as one user turn quoting them, and
+        one turn loses nothing (several invented turns would cut the question apart).
         """
         if text not in self._cache:
             cands: dict[str, list[dict]] = {}
@@ -230,11 +231,17 @@ class TranscriptParser:
                 cands.setdefault(json.dumps(c), c)
                 if len(cands) >= _MAX_CANDIDATES:
                     break
-            exact = [c for c in sorted(cands.values(), key=len)[:_MAX_CANDIDATES] if self.render(c) == text]
-            if len(exact) > 1:
+            exact = [c for c in sorted(cands.values(), key=len) if self.render(c) == text]
+            # A leading system turn equal to the template's default renders like no system turn:
+            # the same conversation, not an ambiguity.
+            if len({json.dumps(_without_system(c)) for c in exact}) > 1:
                 self.ambiguous.add(text)
             self._cache[text] = exact[0] if exact else None
         return self._cache[text]
+
+
+def _without_system(messages: list[dict]) -> list[dict]:
+    return messages[1:] if messages and messages[0]["role"] == "system" else messages
 
 
 def transcript_parser(model: str) -> TranscriptParser:
