@@ -1,7 +1,7 @@
 """From score rows to the study's numbers: sample sets, difficulty buckets, the per-prompt table,
 percentile-bootstrap CIs over prompts and paired comparisons between conditions.
 
-Definitions (DESIGN.md, "Teacher score and metrics"):
+Definitions (``docs/metrics.md`` has the full account):
 
 * **Group**: all rows of one prompt under one condition (the rollout group as that condition
   scored it).
@@ -37,14 +37,10 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from analysis.metrics import COMPAT_MODES, LOWER_IS_BETTER, METRICS, MIN_ROWS, batch_metrics
-from analysis.scores import (
-    BASE_CONDITION,
-    ScoreRow,
-    as_scores_frame,
-    condition_label,
-    order_conditions,
-)
+from analysis.metric_specs import LOWER_IS_BETTER, METRICS, batch_metrics
+from analysis.metrics import COMPAT_MODES, MIN_ROWS
+from analysis.scores import BASE_CONDITION, ScoreRow, as_scores_frame, order_conditions
+from mopd_eval.contexts import Condition
 from mopd_eval.errors import InputError
 
 SAMPLE_SETS: tuple[str, ...] = ("all", "effective", "both_present_effective")
@@ -106,50 +102,32 @@ def select_sample_set(frame: pd.DataFrame, sample_set: str) -> pd.DataFrame:
 # --------------------------------------------------------------------------- per-prompt table
 
 
-def per_prompt_table(
-    frame: pd.DataFrame, *, sample_set: str = "both_present_effective", compat: str = "default"
-) -> pd.DataFrame:
-    """One row per (condition, prompt) left by ``sample_set``, with the six metrics.
-
-    Columns: ``condition, problem_id, bucket, group_size, group_successes, n_rows, n_successes``
-    and one per metric (NaN where undefined, always NaN with fewer than two rows). ``group_*``
-    describe the prompt's whole rollout group (the bucket's inputs); ``n_*`` the rows used.
-    Rows come in condition order (paper order first), then prompts in file order.
-    """
+def _check_compat(compat: str) -> None:
     if compat not in COMPAT_MODES:
         raise InputError(
             f"unknown compat mode {compat!r}; choose one of {', '.join(COMPAT_MODES)}",
             field="compat",
         )
-    pid_code, pid_values = pd.factorize(frame.problem_id, sort=False)
 
-    # Difficulty from the whole group: distinct rollouts, and distinct successful ones.
+
+def _group_difficulty(
+    frame: pd.DataFrame, pid_code: np.ndarray, n_prompts: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per prompt code: distinct rollouts and distinct successful ones, over every condition."""
     rollouts = pd.DataFrame(
         {"p": pid_code, "rid": frame.rollout_id.to_numpy(), "ok": frame.success.to_numpy()}
-    )
-    rollouts = rollouts.drop_duplicates(["p", "rid"])
-    group_size = np.bincount(rollouts.p.to_numpy(), minlength=len(pid_values))
+    ).drop_duplicates(["p", "rid"])
+    group_size = np.bincount(rollouts.p.to_numpy(), minlength=n_prompts)
     group_succ = np.bincount(
-        rollouts.p.to_numpy(), weights=rollouts.ok.to_numpy(), minlength=len(pid_values)
+        rollouts.p.to_numpy(), weights=rollouts.ok.to_numpy(), minlength=n_prompts
     ).astype(int)
+    return group_size, group_succ
 
-    kept = select_sample_set(frame.assign(_p=pid_code), sample_set)
-    conditions = order_conditions(frame.condition)
-    cond_rank = {c: i for i, c in enumerate(conditions)}
-    c_code = kept.condition.map(cond_rank).to_numpy()
-    p_code = kept._p.to_numpy()
-    order = np.lexsort((p_code, c_code))  # stable: file order within a group
-    c_code, p_code = c_code[order], p_code[order]
-    s = kept.teacher_score.to_numpy(dtype=float)[order]
-    r = kept.reward.to_numpy(dtype=float)[order]
-    y = kept.success.to_numpy(dtype=bool)[order]
 
-    if len(order):
-        new = np.r_[True, (c_code[1:] != c_code[:-1]) | (p_code[1:] != p_code[:-1])]
-        starts = np.flatnonzero(new)
-    else:
-        starts = np.zeros(0, dtype=int)
-    sizes = np.diff(np.r_[starts, len(order)])
+def _metric_columns(
+    s: np.ndarray, r: np.ndarray, y: np.ndarray, starts: np.ndarray, sizes: np.ndarray, compat: str
+) -> dict[str, np.ndarray]:
+    """The metrics of each run of rows ``[start, start + size)``, one batch per run length."""
     values = {m: np.full(len(starts), np.nan) for m in METRICS}
     for n in np.unique(sizes):
         if n < MIN_ROWS:
@@ -158,13 +136,43 @@ def per_prompt_table(
         idx = starts[which, None] + np.arange(n)
         for m, v in batch_metrics(s[idx], r[idx], y[idx], compat=compat).items():
             values[m][which] = v
+    return values
 
+
+def per_prompt_table(
+    frame: pd.DataFrame, *, sample_set: str = "both_present_effective", compat: str = "default"
+) -> pd.DataFrame:
+    """One row per (condition, prompt) left by ``sample_set``, with the metrics.
+
+    Columns: ``condition, problem_id, bucket, group_size, group_successes, n_rows, n_successes``
+    and one per metric (NaN where undefined, always NaN with fewer than two rows). ``group_*``
+    describe the prompt's whole rollout group (the bucket's inputs); ``n_*`` the rows used.
+    Rows come in condition order (paper order first), then prompts in file order.
+    """
+    _check_compat(compat)
+    pid_code, pid_values = pd.factorize(frame.problem_id, sort=False)
+    group_size, group_succ = _group_difficulty(frame, pid_code, len(pid_values))
+
+    kept = select_sample_set(frame.assign(_p=pid_code), sample_set)
+    conditions = [c.name for c in order_conditions(frame.condition)]
+    c_code = kept.condition.map({c: i for i, c in enumerate(conditions)}).to_numpy(dtype=np.int64)
+    p_code = kept._p.to_numpy()
+    order = np.lexsort((p_code, c_code))  # stable: file order within a group
+    c_code, p_code = c_code[order], p_code[order]
+    s = kept.teacher_score.to_numpy(dtype=float)[order]
+    r = kept.reward.to_numpy(dtype=float)[order]
+    y = kept.success.to_numpy(dtype=bool)[order]
+
+    new = (
+        np.r_[True, (c_code[1:] != c_code[:-1]) | (p_code[1:] != p_code[:-1])] if len(order) else []
+    )
+    starts = np.flatnonzero(new).astype(int)
+    sizes = np.diff(np.r_[starts, len(order)]).astype(int)
     gp = p_code[starts]
-    table = pd.DataFrame(
+    return pd.DataFrame(
         {
             "condition": pd.Series(
-                np.asarray(conditions, dtype=object)[c_code[starts]] if len(starts) else [],
-                dtype=object,
+                np.asarray(conditions, dtype=object)[c_code[starts]], dtype=object
             ),
             "problem_id": pd.Series(np.asarray(pid_values, dtype=object)[gp], dtype=object),
             "bucket": _buckets(group_succ[gp], group_size[gp]),
@@ -174,10 +182,9 @@ def per_prompt_table(
             "n_successes": np.add.reduceat(y.astype(int), starts)
             if len(starts)
             else np.zeros(0, dtype=int),
-            **values,
+            **_metric_columns(s, r, y, starts, sizes, compat),
         }
     )
-    return table
 
 
 # --------------------------------------------------------------------------- bootstrap
@@ -325,12 +332,6 @@ def paired_difference(
 # --------------------------------------------------------------------------- the whole study
 
 
-@dataclass(frozen=True)
-class _Job:
-    kind: str  # "condition", "bucket" or "paired"
-    key: tuple
-
-
 def _matrix(table: pd.DataFrame) -> np.ndarray:
     return table[list(METRICS)].to_numpy(dtype=float)
 
@@ -356,16 +357,18 @@ def compute_signal_metrics(
     n_bootstrap: int = DEFAULT_BOOTSTRAP,
     seed: int = 0,
     pairs: Iterable[tuple[str, str] | str] | None = None,
-    conditions: Iterable[str] | None = None,
+    conditions: Iterable[str | Condition] | None = None,
     progress: bool | None = None,
 ) -> dict:
     """The ``metrics.json`` object for score rows (``ScoreRow``s, dicts or a DataFrame).
 
     ``pairs``: extra comparisons, as ``(A, B)`` tuples or ``"A:B"`` strings, on top of every
-    condition against ``base`` (when ``base`` is present). ``conditions``: keep only these
-    (``InputError`` for a name absent from the rows). ``progress``: tqdm bar (``None`` = only on
-    a terminal). The result also holds ``per_prompt`` (a list of per-prompt records), which
-    ``write_signal_reports`` writes to ``per_prompt.csv`` instead of ``metrics.json``.
+    condition against ``base`` (when ``base`` is present). ``conditions``: keep only these, given
+    as ``Condition`` objects (their ``label`` and ``control`` show in Table 7 and Figure 4) or as
+    names (looked up among the built-in conditions); ``InputError`` for one absent from the rows.
+    ``progress``: tqdm bar (``None`` = only on a terminal). The result also holds ``per_prompt``
+    (a list of per-prompt records), which ``write_signal_reports`` writes to ``per_prompt.csv``
+    instead of ``metrics.json``.
     """
     return metrics_from_frame(
         as_scores_frame(rows),
@@ -379,66 +382,47 @@ def compute_signal_metrics(
     )
 
 
-def metrics_from_frame(
-    frame: pd.DataFrame,
-    *,
-    compat: str = "default",
-    sample_set: str = "both_present_effective",
-    n_bootstrap: int = DEFAULT_BOOTSTRAP,
-    seed: int = 0,
-    pairs: Iterable[tuple[str, str] | str] | None = None,
-    conditions: Iterable[str] | None = None,
-    progress: bool | None = None,
-) -> dict:
-    """``compute_signal_metrics`` for a frame already checked by ``load_scores`` /
-    ``as_scores_frame``."""
-    if compat not in COMPAT_MODES:
-        raise InputError(
-            f"unknown compat mode {compat!r}; choose one of {', '.join(COMPAT_MODES)}",
-            field="compat",
-        )
+def _check_options(compat: str, sample_set: str, n_bootstrap: int, seed: int) -> None:
+    _check_compat(compat)
     if sample_set not in SAMPLE_SETS:
         raise InputError(
             f"unknown sample set {sample_set!r}; choose one of {', '.join(SAMPLE_SETS)}",
             field="sample_set",
         )
-    if (
-        isinstance(n_bootstrap, bool)
-        or not isinstance(n_bootstrap, (int, np.integer))
-        or n_bootstrap < 0
-    ):
+    for name, v, field in (("bootstrap draws", n_bootstrap, "bootstrap"), ("seed", seed, "seed")):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+            raise InputError(f"{name} must be an integer >= 0, got {v!r}", field=field)
+
+
+def _select_conditions(
+    frame: pd.DataFrame, conditions: Iterable[str | Condition] | None
+) -> list[Condition]:
+    """The conditions to report, in paper order; each must have rows in ``frame``."""
+    present = {c.name for c in order_conditions(frame.condition)}
+    if conditions is None:
+        return order_conditions(frame.condition)
+    wanted = order_conditions(conditions)
+    absent = [c.name for c in wanted if c.name not in present]
+    if absent:
         raise InputError(
-            f"bootstrap draws must be an integer >= 0, got {n_bootstrap!r}", field="bootstrap"
+            f"condition(s) {', '.join(map(repr, absent))} not in the scores "
+            f"(present: {', '.join(c.name for c in order_conditions(frame.condition))})",
+            field="conditions",
         )
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise InputError(f"seed must be an integer >= 0, got {seed!r}", field="seed")
+    if not wanted:
+        raise InputError("no condition selected", field="conditions")
+    return wanted
 
-    present = order_conditions(frame.condition)
-    if conditions is not None:
-        wanted = list(dict.fromkeys(conditions))
-        absent = [c for c in wanted if c not in present]
-        if absent:
-            raise InputError(
-                f"condition(s) {', '.join(map(repr, absent))} not in the scores (present: {', '.join(present)})",
-                field="conditions",
-            )
-        if not wanted:
-            raise InputError("no condition selected", field="conditions")
-        # Buckets still come from the whole file: difficulty is a property of the prompt.
-        keep_mask = frame.condition.isin(wanted).to_numpy()
-    else:
-        wanted = present
-        keep_mask = np.ones(len(frame), dtype=bool)
-    order = order_conditions(wanted)
 
-    table = per_prompt_table(frame, sample_set=sample_set, compat=compat)
-    table = table[table.condition.isin(order).to_numpy()].reset_index(drop=True)
-    pid_code = pd.factorize(table.problem_id, sort=False)[0]
-    table_codes = pd.Series(pid_code)
-
-    pair_list: list[tuple[str, str]] = []
-    if BASE_CONDITION in order:
-        pair_list += [(c, BASE_CONDITION) for c in order if c != BASE_CONDITION]
+def _pair_list(
+    order: list[str], pairs: Iterable[tuple[str, str] | str] | None
+) -> list[tuple[str, str]]:
+    """Every condition against ``base`` (when present), then the extra pairs, each once."""
+    out = (
+        [(c, BASE_CONDITION) for c in order if c != BASE_CONDITION]
+        if BASE_CONDITION in order
+        else []
+    )
     for p in pairs or ():
         a, b = parse_pair(p, order) if isinstance(p, str) else tuple(p)
         for c in (a, b):
@@ -449,56 +433,134 @@ def metrics_from_frame(
                 )
         if a == b:
             raise InputError(f"pair {a}:{b} compares a condition with itself", field="pairs")
-        if (a, b) not in pair_list:
-            pair_list.append((a, b))
+        if (a, b) not in out:
+            out.append((a, b))
+    return out
 
+
+def _prompt_counts(table: pd.DataFrame) -> dict:
+    """Prompts a cell averages: ``usable`` (at least two rows) and ``two_class`` (rows of both
+    labels among them; a Brier mean over none of those rewards pushing every score one way)."""
+    n, k = table.n_rows.to_numpy(), table.n_successes.to_numpy()
+    usable = n >= MIN_ROWS
+    return {"usable": int(usable.sum()), "two_class": int((usable & (k > 0) & (k < n)).sum())}
+
+
+@dataclass(frozen=True)
+class _Study:
+    """The per-prompt table of the reported conditions and what the bootstrap jobs index into."""
+
+    table: pd.DataFrame
+    values: np.ndarray
+    by_cond: dict[str, pd.Index]
+    prompt_codes: pd.Series
+
+
+def _study(table: pd.DataFrame, order: list[str]) -> _Study:
+    table = table[table.condition.isin(order).to_numpy()].reset_index(drop=True)
     usable = table.n_rows.to_numpy() >= MIN_ROWS
     by_cond = {c: table.index[(table.condition == c).to_numpy() & usable] for c in order}
-    jobs = [_Job("condition", (c,)) for c in order]
-    jobs += [_Job("bucket", (bk, c)) for bk in BUCKETS for c in order]
-    jobs += [_Job("paired", ab) for ab in pair_list]
+    codes = pd.Series(pd.factorize(table.problem_id, sort=False)[0])
+    return _Study(table, _matrix(table), by_cond, codes)
 
-    result_conditions: dict = {}
-    result_buckets: dict = {bk: {} for bk in BUCKETS}
-    result_paired: dict = {}
-    values = _matrix(table)
-    buckets = table.bucket.to_numpy()
-    for job in tqdm(
-        jobs,
-        desc="bootstrap",
-        unit="set",
-        disable=None if progress is None else not progress,
-        leave=False,
-    ):
-        if job.kind == "condition":
-            (c,) = job.key
-            stats = summarize(values[by_cond[c]], n_boot=n_bootstrap, seed=seed)
-            result_conditions[c] = dict(zip(METRICS, stats, strict=True))
-        elif job.kind == "bucket":
-            bk, c = job.key
-            rows = by_cond[c][buckets[by_cond[c]] == bk]
-            stats = summarize(values[rows], n_boot=n_bootstrap, seed=seed)
-            result_buckets[bk][c] = dict(zip(METRICS, stats, strict=True))
-        else:
-            a, b = job.key
-            ia = pd.Series(by_cond[a], index=table_codes[by_cond[a]].to_numpy())
-            ib = pd.Series(by_cond[b], index=table_codes[by_cond[b]].to_numpy())
-            common = ia.index.intersection(ib.index, sort=False)
-            stats = paired_difference(
-                values[ia[common].to_numpy()],
-                values[ib[common].to_numpy()],
-                n_boot=n_bootstrap,
-                seed=seed,
+
+def _summaries(st: _Study, order: list[str], n_boot: int, seed: int, bar) -> tuple[dict, dict]:
+    """Per condition, and per (bucket, condition): metric -> {mean, ci_low, ci_high, n_prompts}."""
+    conditions, by_bucket = {}, {bk: {} for bk in BUCKETS}
+    buckets = st.table.bucket.to_numpy()
+    for c in order:
+        conditions[c] = dict(
+            zip(METRICS, summarize(st.values[st.by_cond[c]], n_boot=n_boot, seed=seed), strict=True)
+        )
+        bar.update()
+    for bk in BUCKETS:
+        for c in order:
+            rows = st.by_cond[c][buckets[st.by_cond[c]] == bk]
+            by_bucket[bk][c] = dict(
+                zip(METRICS, summarize(st.values[rows], n_boot=n_boot, seed=seed), strict=True)
             )
-            result_paired[f"{a}-vs-{b}"] = dict(zip(METRICS, stats, strict=True))
+            bar.update()
+    return conditions, by_bucket
 
-    per_prompt = [
+
+def _paired(st: _Study, pairs: list[tuple[str, str]], n_boot: int, seed: int, bar) -> dict:
+    """``"A-vs-B"`` -> metric -> paired difference on the prompts both conditions have."""
+    out = {}
+    for a, b in pairs:
+        ia = pd.Series(st.by_cond[a], index=st.prompt_codes[st.by_cond[a]].to_numpy())
+        ib = pd.Series(st.by_cond[b], index=st.prompt_codes[st.by_cond[b]].to_numpy())
+        common = ia.index.intersection(ib.index, sort=False)
+        stats = paired_difference(
+            st.values[ia[common].to_numpy()],
+            st.values[ib[common].to_numpy()],
+            n_boot=n_boot,
+            seed=seed,
+        )
+        out[f"{a}-vs-{b}"] = dict(zip(METRICS, stats, strict=True))
+        bar.update()
+    return out
+
+
+def _per_prompt_records(table: pd.DataFrame) -> list[dict]:
+    return [
         {
             k: (_num(v) if k in METRICS else (v.item() if hasattr(v, "item") else v))
             for k, v in rec.items()
         }
         for rec in table.to_dict("records")
     ]
+
+
+def _counts(st: _Study, order: list[str]) -> tuple[dict, dict]:
+    usable = st.table.n_rows.to_numpy() >= MIN_ROWS
+    per_cond = {c: _prompt_counts(st.table[(st.table.condition == c).to_numpy()]) for c in order}
+    per_bucket = {
+        bk: {
+            c: _prompt_counts(
+                st.table[
+                    (st.table.condition == c).to_numpy()
+                    & (st.table.bucket == bk).to_numpy()
+                    & usable
+                ]
+            )
+            for c in order
+        }
+        for bk in BUCKETS
+    }
+    return per_cond, per_bucket
+
+
+def metrics_from_frame(
+    frame: pd.DataFrame,
+    *,
+    compat: str = "default",
+    sample_set: str = "both_present_effective",
+    n_bootstrap: int = DEFAULT_BOOTSTRAP,
+    seed: int = 0,
+    pairs: Iterable[tuple[str, str] | str] | None = None,
+    conditions: Iterable[str | Condition] | None = None,
+    progress: bool | None = None,
+) -> dict:
+    """``compute_signal_metrics`` for a frame already checked by ``load_scores`` /
+    ``as_scores_frame``."""
+    _check_options(compat, sample_set, n_bootstrap, seed)
+    conds = _select_conditions(frame, conditions)
+    order = [c.name for c in conds]
+    pair_list = _pair_list(order, pairs)
+    # The table is built on the whole file so that buckets (a property of the prompt) do not
+    # depend on which conditions are reported.
+    st = _study(per_prompt_table(frame, sample_set=sample_set, compat=compat), order)
+    n_jobs = len(order) * (1 + len(BUCKETS)) + len(pair_list)
+    with tqdm(
+        total=n_jobs,
+        desc="bootstrap",
+        unit="set",
+        disable=None if progress is None else not progress,
+        leave=False,
+    ) as bar:
+        by_condition, by_bucket = _summaries(st, order, n_bootstrap, seed, bar)
+        paired = _paired(st, pair_list, n_bootstrap, seed, bar)
+    prompts, prompts_by_bucket = _counts(st, order)
     return {
         "compat": compat,
         "sample_set": sample_set,
@@ -509,13 +571,35 @@ def metrics_from_frame(
         "p_value_method": P_VALUE_METHOD,
         "bucket_rule": BUCKET_RULE,
         "kendall_variant": "goodman_kruskal_gamma" if compat == "paper" else "tau_b",
-        "n_rows": int(keep_mask.sum()),
+        "n_rows": int(frame.condition.isin(order).sum()),
         "metrics": list(METRICS),
         "lower_is_better": sorted(LOWER_IS_BETTER),
         "condition_order": order,
-        "labels": {c: condition_label(c) for c in order},
-        "conditions": result_conditions,
-        "by_bucket": result_buckets,
-        "paired": result_paired,
-        "per_prompt": per_prompt,
+        "labels": {c.name: c.label for c in conds},
+        "controls": [c.name for c in conds if c.control],
+        "conditions": by_condition,
+        "by_bucket": by_bucket,
+        "paired": paired,
+        "prompts": prompts,
+        "prompts_by_bucket": prompts_by_bucket,
+        "per_prompt": _per_prompt_records(st.table),
     }
+
+
+# --------------------------------------------------------------------------- reading the object
+
+
+def row_prompts(metrics: dict, cond: str, bucket: str | None = None) -> int:
+    """Prompts a condition's row (or bucket cell) covers: those with at least two rows."""
+    counts = (
+        metrics["prompts"][cond] if bucket is None else metrics["prompts_by_bucket"][bucket][cond]
+    )
+    return counts["usable"]
+
+
+def one_class_only(metrics: dict, cond: str, bucket: str | None = None) -> bool:
+    """True when the prompts of a row (or bucket cell) all hold one class only."""
+    counts = (
+        metrics["prompts"][cond] if bucket is None else metrics["prompts_by_bucket"][bucket][cond]
+    )
+    return counts["usable"] > 0 and counts["two_class"] == 0

@@ -2,7 +2,7 @@
 
 For one prompt and one peer-context condition the inputs are aligned 1-D arrays over the
 prompt's rollouts: ``s`` the teacher scores (mean response log-probability), ``r`` the rewards and
-``y`` the success labels. Six metrics (DESIGN.md, "Teacher score and metrics"):
+``y`` the success labels. Six metrics (``docs/metrics.md`` has the full account):
 
 =====================  =======================================  ==================================
 metric                 ``compat="default"``                      ``compat="paper"`` (reference code)
@@ -12,8 +12,8 @@ metric                 ``compat="default"``                      ``compat="paper
 ``kendall``            Kendall tau-b of (s, r); NaN if s or r    Goodman-Kruskal gamma: pairs tied
                        is constant                               in s or r dropped; 0 when no pair
                                                                  is left
-``pairwise_accuracy``  over pairs with r_i != r_j, the share     a score tie counts 0
-                       ordered like r; a score tie counts 1/2;
+``pairwise_accuracy``  over pairs with r_i != r_j, the share     a score tie counts 0; 0 when r is
+                       ordered like r; a score tie counts 1/2;   constant
                        NaN when r is constant
 ``success_auc``        P(s of a success > s of a failure),       0 with one class
                        ties 1/2; NaN with one class
@@ -21,17 +21,22 @@ metric                 ``compat="default"``                      ``compat="paper
 ``brier_sigmoid``      mean (sigmoid(s) - y)^2                   same
 =====================  =======================================  ==================================
 
-``pairwise_accuracy`` stays NaN in both modes when no pair has different rewards: the reference
-rules give no value for it, and a 0 would read as "always wrong".
+Under ``compat="paper"`` every undefined value is 0, as the reference code computed it: for
+``pairwise_accuracy`` a prompt with no pair of different rewards counts 0 (it pulls the mean
+down, which is why the default reports NaN and leaves the prompt out).
 
-Two implementations, kept in agreement by the tests:
+Each metric has two implementations, kept in agreement by the tests:
 
-* the scalar functions (``spearman`` ... ``brier_sigmoid``, ``prompt_metrics``) call scipy and
-  scikit-learn directly and are the readable reference;
-* ``batch_metrics`` computes all six for a stack of equally sized prompts at once. Calling the
-  library functions once per prompt costs several milliseconds per prompt (input validation
-  dominates at n = 8), about a minute and a half for a 100k-row scores file; the batch path
-  uses scipy's vectorised ``rankdata``/``pearsonr`` and numpy pair-sign matrices instead.
+* the scalar function (``spearman`` ... ``brier_sigmoid``) calls scipy and scikit-learn directly
+  and is the readable reference; signature ``f(s, r_or_y, *, compat)``;
+* the batch function (``spearman_batch`` ... ``brier_sigmoid_batch``) computes the metric for a
+  stack of equally sized prompts at once from a ``PromptBatch``. Calling the library functions
+  once per prompt costs several milliseconds per prompt (input validation dominates at n = 8),
+  about a minute and a half for a 100k-row scores file; the batch path uses scipy's vectorised
+  ``rankdata``/``pearsonr`` and numpy pair-sign matrices instead.
+
+The registry ``analysis/metric_specs.py`` lists the metrics with their labels, chance levels and
+directions, and runs them all (``prompt_metrics``, ``batch_metrics``).
 """
 
 from __future__ import annotations
@@ -39,21 +44,13 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cached_property
 
 import numpy as np
 from scipy import stats
 from scipy.special import expit
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
-METRICS: tuple[str, ...] = (
-    "spearman",
-    "kendall",
-    "pairwise_accuracy",
-    "success_auc",
-    "point_biserial",
-    "brier_sigmoid",
-)
-LOWER_IS_BETTER: frozenset[str] = frozenset({"brier_sigmoid"})
 COMPAT_MODES: tuple[str, ...] = ("default", "paper")
 
 # A metric is computed on a prompt only when it has at least this many rows.
@@ -137,13 +134,14 @@ def pairwise_accuracy(s, r, *, compat: str = "default") -> float:
     """Share of rollout pairs with different rewards that the scores order the same way.
 
     A pair with equal scores counts 1/2 (``compat="default"``) or 0 (``compat="paper"``, as the
-    reference code did). NaN in both modes when no pair has different rewards. No library ships
-    this metric, so it is computed from pair-sign matrices (see ``batch_metrics``).
+    reference code did). With no pair of different rewards: NaN, or 0.0 under ``compat="paper"``
+    (the reference's value). No library ships this metric, so it is computed from pair-sign
+    matrices (see ``pairwise_accuracy_batch``).
     """
     _check_compat(compat)
     s, r = _aligned(("s", s), ("r", r))
     if s.size < 2:
-        return float("nan")
+        return _undefined(compat)
     return float(_pairwise_accuracy(*_pair_signs(s[None], r[None]), compat=compat)[0])
 
 
@@ -176,43 +174,69 @@ def point_biserial(s, y, *, compat: str = "default") -> float:
     return _undefined(compat) if np.isnan(v) else v
 
 
-def brier_sigmoid(s, y) -> float:
+def brier_sigmoid(s, y, *, compat: str = "default") -> float:
     """Brier score of sigmoid(s) as a success probability: mean (sigmoid(s) - y)^2.
 
-    Lower is better. Same in both compat modes. NaN for empty input.
+    Lower is better. Same in both compat modes (``compat`` is checked, not used). NaN for empty
+    input.
     """
+    _check_compat(compat)
     s, y = _aligned(("s", s), ("y", y))
     if s.size == 0:
         return float("nan")
     return float(brier_score_loss(y, expit(s), pos_label=True))
 
 
-def prompt_metrics(s, r, y, *, compat: str = "default") -> dict[str, float]:
-    """All six metrics for one prompt's rows; every value is NaN with fewer than two rows."""
-    _check_compat(compat)
-    s, r, y = _aligned(("s", s), ("r", r), ("y", y))
-    if s.size < MIN_ROWS:
-        return dict.fromkeys(METRICS, float("nan"))
-    return {
-        "spearman": spearman(s, r, compat=compat),
-        "kendall": kendall(s, r, compat=compat),
-        "pairwise_accuracy": pairwise_accuracy(s, r, compat=compat),
-        "success_auc": success_auc(s, y, compat=compat),
-        "point_biserial": point_biserial(s, y, compat=compat),
-        "brier_sigmoid": brier_sigmoid(s, y),
-    }
-
-
 # --------------------------------------------------------------------------- batched fast path
 
 
-def _pair_signs(s: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``sgn(s_i - s_j)`` and ``sgn(r_i - r_j)`` over pairs i < j, shape ``(G, n (n - 1) / 2)``.
+class PromptBatch:
+    """``G`` prompts of ``n`` rows each as ``(G, n)`` arrays, with the derived arrays several
+    metrics share (ranks, pair signs) computed once, on first use."""
 
-    Signs of exact differences, so ties are detected exactly.
-    """
+    def __init__(self, s, r, y) -> None:
+        self.s = np.asarray(s, dtype=float)
+        self.r = np.asarray(r, dtype=float)
+        self.y = np.asarray(y, dtype=bool)
+        if self.s.ndim != 2 or self.s.shape != self.r.shape or self.s.shape != self.y.shape:
+            raise ValueError(
+                f"s, r, y must be (G, n) arrays of one shape, got {self.s.shape}, {self.r.shape}, {self.y.shape}"
+            )
+        self.yf = self.y.astype(float)
+
+    @cached_property
+    def rank_s(self) -> np.ndarray:
+        return stats.rankdata(self.s, axis=1)
+
+    @cached_property
+    def pair_signs(self) -> tuple[np.ndarray, np.ndarray]:
+        """``sgn(s_i - s_j)`` and ``sgn(r_i - r_j)`` over pairs i < j, shape ``(G, n (n - 1) / 2)``.
+
+        Signs of exact differences, so ties are detected exactly.
+        """
+        return _pair_signs(self.s, self.r)
+
+
+def _pair_signs(s: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     i, j = np.triu_indices(s.shape[1], k=1)
     return np.sign(s[:, i] - s[:, j]), np.sign(r[:, i] - r[:, j])
+
+
+def _fill_undefined(v: np.ndarray, compat: str) -> np.ndarray:
+    v = np.asarray(v, dtype=float)
+    return np.where(np.isnan(v), 0.0, v) if compat == "paper" else v
+
+
+def spearman_batch(b: PromptBatch, compat: str = "default") -> np.ndarray:
+    """``spearman`` per prompt: Pearson of the average ranks."""
+    with _quiet_constant_input():
+        rho = stats.pearsonr(b.rank_s, stats.rankdata(b.r, axis=1), axis=1).statistic
+    return _fill_undefined(rho, compat)
+
+
+def kendall_batch(b: PromptBatch, compat: str = "default") -> np.ndarray:
+    """``kendall`` per prompt: tau-b, or gamma under ``compat="paper"``."""
+    return _kendall(*b.pair_signs, compat=compat)
 
 
 def _kendall(ds: np.ndarray, dr: np.ndarray, *, compat: str) -> np.ndarray:
@@ -226,6 +250,11 @@ def _kendall(ds: np.ndarray, dr: np.ndarray, *, compat: str) -> np.ndarray:
     return np.where(denom > 0, num / np.where(denom > 0, denom, 1), np.nan)
 
 
+def pairwise_accuracy_batch(b: PromptBatch, compat: str = "default") -> np.ndarray:
+    """``pairwise_accuracy`` per prompt."""
+    return _pairwise_accuracy(*b.pair_signs, compat=compat)
+
+
 def _pairwise_accuracy(ds: np.ndarray, dr: np.ndarray, *, compat: str) -> np.ndarray:
     # Hand-rolled: no library has this metric.
     reward_pairs = dr != 0
@@ -233,58 +262,26 @@ def _pairwise_accuracy(ds: np.ndarray, dr: np.ndarray, *, compat: str) -> np.nda
     hits = (ds * dr > 0).sum(axis=1).astype(float)
     if compat == "default":
         hits += 0.5 * ((ds == 0) & reward_pairs).sum(axis=1)
-    return np.where(n_pairs > 0, hits / np.where(n_pairs > 0, n_pairs, 1), np.nan)
+    return np.where(n_pairs > 0, hits / np.where(n_pairs > 0, n_pairs, 1), _undefined(compat))
 
 
-def batch_metrics(s, r, y, *, compat: str = "default") -> dict[str, np.ndarray]:
-    """All six metrics for ``G`` prompts of ``n`` rows each, given as ``(G, n)`` arrays.
+def success_auc_batch(b: PromptBatch, compat: str = "default") -> np.ndarray:
+    """``success_auc`` per prompt by Mann-Whitney: AUC = (rank sum of successes - n1 (n1 + 1) / 2)
+    / (n1 n0); average ranks give ties 1/2, as ``roc_auc_score`` does."""
+    n1 = b.yf.sum(axis=1)
+    n0 = b.s.shape[1] - n1
+    both = (n1 > 0) & (n0 > 0)
+    u = (b.rank_s * b.yf).sum(axis=1) - n1 * (n1 + 1) / 2
+    return np.where(both, u / np.where(both, n1 * n0, 1), _undefined(compat))
 
-    Row ``g`` of the result equals ``prompt_metrics(s[g], r[g], y[g], compat=compat)`` (up to
-    floating-point rounding); with ``n < 2`` every value is NaN. Returns ``{metric: (G,) array}``.
-    """
-    _check_compat(compat)
-    s = np.asarray(s, dtype=float)
-    r = np.asarray(r, dtype=float)
-    y = np.asarray(y, dtype=bool)
-    if s.ndim != 2 or s.shape != r.shape or s.shape != y.shape:
-        raise ValueError(
-            f"s, r, y must be (G, n) arrays of one shape, got {s.shape}, {r.shape}, {y.shape}"
-        )
-    g, n = s.shape
-    if n < MIN_ROWS or g == 0:
-        return {m: np.full(g, np.nan) for m in METRICS}
-    undefined = _undefined(compat)
-    yf = y.astype(float)
 
+def point_biserial_batch(b: PromptBatch, compat: str = "default") -> np.ndarray:
+    """``point_biserial`` per prompt: Pearson of s and y as 0/1."""
     with _quiet_constant_input():
-        rank_s = stats.rankdata(s, axis=1)
-        rho = stats.pearsonr(rank_s, stats.rankdata(r, axis=1), axis=1).statistic
-        pbs = stats.pearsonr(s, yf, axis=1).statistic
+        v = stats.pearsonr(b.s, b.yf, axis=1).statistic
+    return _fill_undefined(v, compat)
 
-    ds, dr = _pair_signs(s, r)
-    tau = _kendall(ds, dr, compat=compat)
-    acc = _pairwise_accuracy(ds, dr, compat=compat)
 
-    with np.errstate(invalid="ignore", divide="ignore"):
-        # Mann-Whitney: AUC = (rank sum of successes - n1 (n1 + 1) / 2) / (n1 n0); average
-        # ranks give ties 1/2, as roc_auc_score does.
-        n1 = yf.sum(axis=1)
-        n0 = n - n1
-        both = (n1 > 0) & (n0 > 0)
-        u = (rank_s * yf).sum(axis=1) - n1 * (n1 + 1) / 2
-        auc = np.where(both, u / np.where(both, n1 * n0, 1), np.nan)
-
-    brier = ((expit(s) - yf) ** 2).mean(axis=1)
-
-    out = {
-        "spearman": rho,
-        "kendall": tau,
-        "pairwise_accuracy": acc,
-        "success_auc": auc,
-        "point_biserial": pbs,
-        "brier_sigmoid": brier,
-    }
-    if compat == "paper":
-        for m in ("spearman", "success_auc", "point_biserial"):
-            out[m] = np.where(np.isnan(out[m]), undefined, out[m])
-    return {m: np.asarray(v, dtype=float) for m, v in out.items()}
+def brier_sigmoid_batch(b: PromptBatch, compat: str = "default") -> np.ndarray:
+    """``brier_sigmoid`` per prompt."""
+    return ((expit(b.s) - b.yf) ** 2).mean(axis=1)

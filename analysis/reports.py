@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.figures import figure4, figure4_buckets, save_png
-from analysis.metrics import METRICS
+from analysis.metric_specs import METRICS
 from analysis.tables import table7_csv, table7_latex, table7_markdown
 from mopd_eval.jsonl import write_json_atomic, write_text_atomic
 

@@ -21,28 +21,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from mopd_eval.contexts import BUILTIN_CONDITIONS, Condition
 from mopd_eval.errors import InputError
 from mopd_eval.jsonl import iter_jsonl
 
-# Paper order of the known conditions and their labels in Table 7 / Figure 4. Conditions a user
-# defines elsewhere come after these, labelled by their name, in order of first appearance.
-CONDITION_LABELS: dict[str, str] = {
-    "base": "Question only",
-    "primary": "Primary Sol.",
-    "second": "Second Sol.",
-    "failure": "Failure Sol.",
-    "primary+failure": "Sol.+Failure",
-    "2s1f": "2 Suc.+1 Failure",
-    "all": "All Solutions",
-    "all-capped": "All (capped 2 suc.)",
-    "random_peer": "Random peers",
-    "score_ordered": "Score-ordered",
-    "feedback": "SDPO feedback",
-}
-# Controls, not conditions of the paper's Table 7; drawn hatched in the figures.
-CONTROL_CONDITIONS: frozenset[str] = frozenset(
-    {"all-capped", "random_peer", "score_ordered", "feedback"}
-)
 BASE_CONDITION = "base"
 
 
@@ -63,16 +45,27 @@ FIELDS: tuple[str, ...] = tuple(f.name for f in fields(ScoreRow))
 _KEY = ["condition", "problem_id", "rollout_id"]
 
 
-def condition_label(condition: str) -> str:
-    """Table 7 label of a condition: the paper's for known names, else the name itself."""
-    return CONDITION_LABELS.get(condition, condition)
+def as_conditions(conditions: Iterable[str | Condition]) -> list[Condition]:
+    """``Condition`` objects for names or conditions, first occurrence of a name kept.
+
+    A name is looked up among the built-in conditions; any other name (a condition defined in a
+    spec file whose scores are read without the spec) becomes a plain ``Condition`` labelled by
+    its name.
+    """
+    out: dict[str, Condition] = {}
+    for c in conditions:
+        cond = c if isinstance(c, Condition) else BUILTIN_CONDITIONS.get(c) or Condition(c)
+        out.setdefault(cond.name, cond)
+    return list(out.values())
 
 
-def order_conditions(conditions: Iterable[str]) -> list[str]:
-    """Known conditions in paper order, then the others in the order given (duplicates dropped)."""
-    seen = list(dict.fromkeys(conditions))
-    known = [c for c in CONDITION_LABELS if c in seen]
-    return known + [c for c in seen if c not in CONDITION_LABELS]
+def order_conditions(conditions: Iterable[str | Condition]) -> list[Condition]:
+    """Paper order for Table 7 and Figure 4: the built-in conditions in their order, then the
+    others in the order given; controls (``Condition.control``) after all the rest."""
+    conds = as_conditions(conditions)
+    rank = {name: i for i, name in enumerate(BUILTIN_CONDITIONS)}
+    ordered = sorted(conds, key=lambda c: rank.get(c.name, len(rank)))  # stable: given order kept
+    return [c for c in ordered if not c.control] + [c for c in ordered if c.control]
 
 
 def _is_number(v: object) -> bool:

@@ -1,11 +1,21 @@
 """Table 7 (teacher-signal quality by peer context) as Markdown, CSV and LaTeX (booktabs).
 
-All three read the ``metrics.json`` object of ``analysis.aggregate.compute_signal_metrics``.
-Rows follow the paper's order and labels (controls after a rule); cells are ``mean ± h`` with
-``h`` half the width of the 95% percentile-bootstrap CI (the CSV keeps the exact bounds, as the
-percentile CI need not be symmetric); the best mean per column is bold (lowest for Brier);
-``*`` marks a mean that differs from the ``base`` condition (paired bootstrap p < 0.05,
-uncorrected for multiple comparisons).
+All three read the ``metrics.json`` object of ``analysis.aggregate.compute_signal_metrics``;
+columns, their headers and directions come from the metric registry
+(``analysis/metric_specs.py``), row labels and the control rule from the conditions
+(``Condition.label``, ``Condition.control``). Rows follow the paper's order (controls after a
+rule); cells are ``mean ± h`` with ``h`` half the width of the 95% percentile-bootstrap CI (the
+CSV keeps the exact bounds, as the percentile CI need not be symmetric).
+
+Small samples are shown for what they are:
+
+* ``n`` is the number of prompts of the row (those with at least two rows); a cell that averages
+  fewer prompts (the metric is undefined on some) shows its own count, ``[n=12]``;
+* ``*`` marks a mean that differs from the ``base`` condition (paired bootstrap p < 0.05,
+  uncorrected) only when at least ``MIN_PROMPTS_FOR_SIGNIFICANCE`` prompts are paired;
+* the best mean per column is bold (lowest for Brier), but never a cell of a metric that needs
+  two classes (Brier) whose prompts are all one-class: such a cell is greyed (italic with ``†``
+  in Markdown, ``\textcolor{gray}`` in LaTeX).
 """
 
 from __future__ import annotations
@@ -14,33 +24,17 @@ import io
 
 import pandas as pd
 
-from analysis.metrics import LOWER_IS_BETTER, METRICS
-from analysis.scores import CONTROL_CONDITIONS
+from analysis.aggregate import one_class_only, row_prompts
+from analysis.metric_specs import METRICS, SPECS
 
 SIGNIFICANCE = 0.05
-_HEADERS_MD = {
-    "spearman": "Spearman ρ",
-    "kendall": "Kendall τ_b",
-    "pairwise_accuracy": "Pair. acc.",
-    "success_auc": "AUC",
-    "point_biserial": "Pt-biserial",
-    "brier_sigmoid": "Brier ↓",
-}
-_HEADERS_TEX = {
-    "spearman": r"Spearman $\rho$",
-    "kendall": r"Kendall $\tau_b$",
-    "pairwise_accuracy": r"Pair.\ acc.",
-    "success_auc": "AUC",
-    "point_biserial": "Pt-biserial",
-    "brier_sigmoid": r"Brier $\downarrow$",
-}
+# A bootstrap over fewer prompts has too few distinct resamples to support a p-value.
+MIN_PROMPTS_FOR_SIGNIFICANCE = 5
 
 
 def metric_title(metric: str, metrics: dict, *, tex: bool = False) -> str:
-    """Column header of a metric; Kendall reads gamma under ``compat="paper"``."""
-    if metric == "kendall" and metrics.get("compat") == "paper":
-        return r"Kendall $\gamma$" if tex else "Kendall γ"
-    return (_HEADERS_TEX if tex else _HEADERS_MD)[metric]
+    """Column header of a metric (Kendall reads gamma under ``compat="paper"``)."""
+    return SPECS[metric].label("latex" if tex else "markdown", metrics.get("compat", "default"))
 
 
 def _base_name(metrics: dict) -> str | None:
@@ -51,24 +45,36 @@ def _significant(metrics: dict, cond: str, metric: str) -> bool:
     base = _base_name(metrics)
     if base is None or cond == base:
         return False
-    p = metrics["paired"].get(f"{cond}-vs-{base}", {}).get(metric, {}).get("p_value")
-    return p is not None and p < SIGNIFICANCE
+    pair = metrics["paired"].get(f"{cond}-vs-{base}", {}).get(metric, {})
+    p = pair.get("p_value")
+    return (
+        p is not None
+        and p < SIGNIFICANCE
+        and pair.get("n_prompts", 0) >= MIN_PROMPTS_FOR_SIGNIFICANCE
+    )
+
+
+def greyed(metrics: dict, cond: str, metric: str, bucket: str | None = None) -> bool:
+    """A cell of a two-class metric (Brier) over one-class prompts only."""
+    return SPECS[metric].needs_two_classes and one_class_only(metrics, cond, bucket)
 
 
 def _best(metrics: dict, metric: str) -> str | None:
     means = {
         c: v[metric]["mean"]
         for c, v in metrics["conditions"].items()
-        if v[metric]["mean"] is not None
+        if v[metric]["mean"] is not None and not greyed(metrics, c, metric)
     }
     if len(means) < 2:
         return None
-    pick = min if metric in LOWER_IS_BETTER else max
+    pick = min if SPECS[metric].lower_is_better else max
     return pick(means, key=means.get)
 
 
-def _n_prompts(metrics: dict, cond: str) -> int:
-    return max(v["n_prompts"] for v in metrics["conditions"][cond].values())
+def _cell_n(metrics: dict, cond: str, metric: str) -> str:
+    """The cell's prompt count when it differs from the row's, else empty."""
+    n = metrics["conditions"][cond][metric]["n_prompts"]
+    return "" if n == row_prompts(metrics, cond) else str(n)
 
 
 def _cell(stat: dict, digits: int) -> tuple[str, str] | None:
@@ -94,12 +100,40 @@ def _notes(metrics: dict) -> str:
         "effective": "effective rows",
         "all": "all rows",
     }[metrics["sample_set"]]
-    return (
+    notes = [
         f"Mean over prompts {ci}. Sample set `{metrics['sample_set']}` ({sample}); "
-        f"metrics `--compat {metrics['compat']}`. n = prompts with at least two rows; a metric "
-        f"skips prompts where it is undefined (counts in table7.csv). Bold: best per column. "
-        f"* differs from Question only, paired bootstrap p < {SIGNIFICANCE} (uncorrected)."
-    )
+        f"metrics `--compat {metrics['compat']}`.",
+        "n = prompts with at least two rows; [n=k]: the cell averages k prompts (the metric is "
+        "undefined on the others).",
+        "Bold: best per column.",
+    ]
+    if _base_name(metrics):
+        notes.append(
+            f"* differs from {metrics['labels']['base']}, paired bootstrap p < {SIGNIFICANCE} "
+            f"(uncorrected), marked only with at least {MIN_PROMPTS_FOR_SIGNIFICANCE} paired prompts."
+        )
+    if any(greyed(metrics, c, m) for c in metrics["condition_order"] for m in METRICS):
+        notes.append(
+            "_†_ (greyed): every prompt of the row has one class only (all successes or all "
+            "failures); Brier there rewards pushing every score one way, so it is never bold."
+        )
+    return " ".join(notes)
+
+
+def _md_cell(metrics: dict, cond: str, metric: str, best: str | None, digits: int) -> str:
+    c = _cell(metrics["conditions"][cond][metric], digits)
+    if c is None:
+        return "–"
+    mean, half = c
+    text = f"**{mean}**" if best == cond else mean
+    if half:
+        text += f" ± {half}"
+    if _significant(metrics, cond, metric):
+        text += "*"
+    if greyed(metrics, cond, metric):
+        text = f"_{text}_†"
+    n = _cell_n(metrics, cond, metric)
+    return f"{text} [n={n}]" if n else text
 
 
 def table7_markdown(metrics: dict, *, digits: int = 3) -> str:
@@ -111,19 +145,8 @@ def table7_markdown(metrics: dict, *, digits: int = 3) -> str:
     ]
     best = {m: _best(metrics, m) for m in METRICS}
     for cond in metrics["condition_order"]:
-        cells = [metrics["labels"][cond], str(_n_prompts(metrics, cond))]
-        for m in METRICS:
-            c = _cell(metrics["conditions"][cond][m], digits)
-            if c is None:
-                cells.append("–")
-                continue
-            mean, half = c
-            text = f"**{mean}**" if best[m] == cond else mean
-            if half:
-                text += f" ± {half}"
-            if _significant(metrics, cond, m):
-                text += "*"
-            cells.append(text)
+        cells = [metrics["labels"][cond], str(row_prompts(metrics, cond))]
+        cells += [_md_cell(metrics, cond, m, best[m], digits) for m in METRICS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n\n" + _notes(metrics) + "\n"
 
@@ -186,30 +209,59 @@ def _tex(text: str) -> str:
     return "".join(_TEX_ESCAPES.get(ch, ch) for ch in text)
 
 
-def table7_latex(metrics: dict, *, digits: int = 3, label: str = "tab:signal-quality") -> str:
-    """Table 7 as a LaTeX ``table`` with a booktabs ``tabular`` (needs ``\\usepackage{booktabs}``).
+def _tex_cell(metrics: dict, cond: str, metric: str, best: str | None, digits: int) -> str:
+    c = _cell(metrics["conditions"][cond][metric], digits)
+    if c is None:
+        return "--"
+    mean, half = c
+    mean_tex = rf"\mathbf{{{mean}}}" if best == cond else mean
+    star = "^{*}" if _significant(metrics, cond, metric) else ""
+    text = f"${mean_tex}{star} \\pm {half}$" if half else f"${mean_tex}{star}$"
+    if greyed(metrics, cond, metric):
+        text = rf"\textcolor{{gray}}{{{text}$^\dagger$}}"
+    n = _cell_n(metrics, cond, metric)
+    return rf"{text}\,{{\scriptsize[$n$={n}]}}" if n else text
 
-    Written by hand rather than with ``DataFrame.to_latex``/``Styler`` so that it needs no jinja2
-    and can bold, star and split paper rows from controls.
-    """
-    best = {m: _best(metrics, m) for m in METRICS}
+
+def _tex_caption(metrics: dict) -> str:
     n_boot = metrics["n_bootstrap"]
     ci = (
-        rf"$\pm$ half-width of the {round(metrics['ci_level'] * 100)}\% percentile-bootstrap CI over prompts "
-        rf"({n_boot} draws, seed {metrics['seed']})"
+        rf"$\pm$ half-width of the {round(metrics['ci_level'] * 100)}\% percentile-bootstrap CI "
+        rf"over prompts ({n_boot} draws, seed {metrics['seed']})"
         if n_boot
         else "(no bootstrap)"
     )
     caption = (
-        rf"Teacher-signal quality by peer context. Mean over prompts {ci}; $n$ prompts "
-        rf"(sample set \texttt{{{_tex(metrics['sample_set'])}}}, \texttt{{--compat {metrics['compat']}}}). "
-        rf"Bold: best per column. $^*$: differs from Question only (paired bootstrap $p<{SIGNIFICANCE}$, uncorrected)."
+        rf"Teacher-signal quality by peer context. Mean over prompts {ci}; $n$ prompts with at "
+        rf"least two rows, [$n$=$k$] where a cell averages fewer (sample set "
+        rf"\texttt{{{_tex(metrics['sample_set'])}}}, \texttt{{--compat {metrics['compat']}}}). "
+        r"Bold: best per column."
     )
+    if _base_name(metrics):
+        caption += (
+            rf" $^*$: differs from {_tex(metrics['labels']['base'])} (paired bootstrap "
+            rf"$p<{SIGNIFICANCE}$, uncorrected; only with at least "
+            rf"{MIN_PROMPTS_FOR_SIGNIFICANCE} paired prompts)."
+        )
+    if any(greyed(metrics, c, m) for c in metrics["condition_order"] for m in METRICS):
+        caption += r" $^\dagger$ (grey): every prompt of the row has one class only; never bold."
+    return caption
+
+
+def table7_latex(metrics: dict, *, digits: int = 3, label: str = "tab:signal-quality") -> str:
+    """Table 7 as a LaTeX ``table`` with a booktabs ``tabular`` (needs
+    ``\\usepackage{booktabs,xcolor}``).
+
+    Written by hand rather than with ``DataFrame.to_latex``/``Styler`` so that it needs no jinja2
+    and can bold, star, grey and split paper rows from controls.
+    """
+    best = {m: _best(metrics, m) for m in METRICS}
+    controls = set(metrics.get("controls", ()))
     out = [
         r"\begin{table}[t]",
         r"\centering",
         r"\small",
-        rf"\caption{{{caption}}}",
+        rf"\caption{{{_tex_caption(metrics)}}}",
         rf"\label{{{label}}}",
         r"\begin{tabular}{l r " + " ".join("c" for _ in METRICS) + "}",
         r"\toprule",
@@ -219,19 +271,11 @@ def table7_latex(metrics: dict, *, digits: int = 3, label: str = "tab:signal-qua
     ]
     ruled = False
     for cond in metrics["condition_order"]:
-        if cond in CONTROL_CONDITIONS and not ruled:
+        if cond in controls and not ruled:
             out.append(r"\midrule")
             ruled = True
-        cells = [_tex(metrics["labels"][cond]), str(_n_prompts(metrics, cond))]
-        for m in METRICS:
-            c = _cell(metrics["conditions"][cond][m], digits)
-            if c is None:
-                cells.append("--")
-                continue
-            mean, half = c
-            mean_tex = rf"\mathbf{{{mean}}}" if best[m] == cond else mean
-            star = "^{*}" if _significant(metrics, cond, m) else ""
-            cells.append(f"${mean_tex}{star} \\pm {half}$" if half else f"${mean_tex}{star}$")
+        cells = [_tex(metrics["labels"][cond]), str(row_prompts(metrics, cond))]
+        cells += [_tex_cell(metrics, cond, m, best[m], digits) for m in METRICS]
         out.append(" & ".join(cells) + r" \\")
     out += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(out) + "\n"

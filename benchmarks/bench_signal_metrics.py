@@ -24,8 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from analysis.aggregate import bootstrap_means, bootstrap_means_naive, per_prompt_table  # noqa: E402
-from analysis.metrics import METRICS, prompt_metrics  # noqa: E402
-from analysis.scores import CONDITION_LABELS, load_scores  # noqa: E402
+from analysis.metric_specs import METRICS, prompt_metrics  # noqa: E402
+from analysis.scores import load_scores  # noqa: E402
+from mopd_eval.contexts import BUILTIN_CONDITIONS  # noqa: E402
 
 # How much a condition's context sharpens the teacher's view of success (synthetic effect sizes).
 SIGNAL = {
@@ -50,7 +51,7 @@ def synthetic_scores(path: Path, *, rows: int, group: int = 8, seed: int = 0) ->
     real rollouts); teacher score = -1 + signal * success + noise; some rows not effective.
     """
     rng = np.random.default_rng(seed)
-    conds = list(CONDITION_LABELS)
+    conds = list(BUILTIN_CONDITIONS)
     n_prompts = max(1, rows // (group * len(conds)))
     p_success = rng.beta(0.7, 0.7, size=n_prompts)
     success = rng.random((n_prompts, group)) < p_success[:, None]

@@ -11,14 +11,13 @@ import pytest
 from scipy import stats
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
+from analysis.metric_specs import METRIC_SPECS, METRICS, SPECS, batch_metrics, prompt_metrics
 from analysis.metrics import (
-    METRICS,
-    batch_metrics,
+    PromptBatch,
     brier_sigmoid,
     kendall,
     pairwise_accuracy,
     point_biserial,
-    prompt_metrics,
     spearman,
     success_auc,
 )
@@ -104,7 +103,7 @@ D_EXPECTED = {
     "paper": {
         "spearman": 0.0,
         "kendall": 0.0,
-        "pairwise_accuracy": NAN,  # no pair with different rewards: undefined in both modes
+        "pairwise_accuracy": 0.0,  # no pair with different rewards: the reference gives 0
         "success_auc": 0.0,
         "point_biserial": 0.0,
         "brier_sigmoid": D_BRIER,
@@ -216,7 +215,7 @@ def _brute_pairs(s, r, tie_credit):
                 pairs += 1
                 hits += 1 if ds == dr else (tie_credit if ds == 0 else 0)
     gamma = (conc - disc) / (conc + disc) if conc + disc else 0.0
-    return gamma, (hits / pairs if pairs else NAN)
+    return gamma, (hits / pairs if pairs else (0.0 if tie_credit == 0 else NAN))
 
 
 def _random_groups(rng, g, n):
@@ -265,6 +264,50 @@ def test_paper_batch_agrees_with_brute_force_and_scalar_path(n):
         scalar = prompt_metrics(s[g], r[g], y[g], compat="paper")
         for m in METRICS:
             assert same(float(got[m][g]), scalar[m]), (g, m)
-            assert not (m != "pairwise_accuracy" and math.isnan(scalar[m])), (
-                "paper mode leaves only pairwise accuracy undefined"
-            )
+            assert not math.isnan(scalar[m]), "paper mode leaves nothing undefined"
+
+
+def test_paper_pairwise_accuracy_is_zero_without_a_pair_of_different_rewards():
+    # Constant rewards (every rollout failed, or every one succeeded with one reward).
+    for r in ([0.0, 0.0, 0.0], [1.0, 1.0, 1.0]):
+        assert pairwise_accuracy([0.1, 0.5, 0.2], r, compat="paper") == 0.0
+        assert math.isnan(pairwise_accuracy([0.1, 0.5, 0.2], r))
+    got = batch_metrics(
+        [[0.1, 0.5], [0.1, 0.5]],
+        [[1.0, 1.0], [0.0, 1.0]],
+        [[True, True], [False, True]],
+        compat="paper",
+    )
+    assert list(got["pairwise_accuracy"]) == [0.0, 1.0]
+
+
+# --------------------------------------------------------------------------- the registry
+
+
+def test_registry_lists_each_metric_once_with_both_implementations():
+    assert METRICS == (
+        "spearman",
+        "kendall",
+        "pairwise_accuracy",
+        "success_auc",
+        "point_biserial",
+        "brier_sigmoid",
+    )
+    assert [s.name for s in METRIC_SPECS] == list(METRICS)
+    assert {s.name for s in METRIC_SPECS if s.lower_is_better} == {"brier_sigmoid"}
+    assert SPECS["pairwise_accuracy"].chance == 0.5 and SPECS["brier_sigmoid"].chance is None
+    assert SPECS["kendall"].label("markdown") == "Kendall τ_b"
+    assert SPECS["kendall"].label("markdown", "paper") == "Kendall γ"
+    assert SPECS["spearman"].label("latex", "paper") == r"Spearman $\rho$"
+
+
+@pytest.mark.parametrize("compat", ["default", "paper"])
+def test_each_spec_scalar_and_batch_functions_agree(compat):
+    rng = np.random.default_rng(7)
+    s, r, y = _random_groups(rng, 40, 5)
+    batch = PromptBatch(s, r, y)
+    for spec in METRIC_SPECS:
+        got = spec.batch(batch, compat)
+        for g in range(len(s)):
+            other = r[g] if spec.against == "reward" else y[g]
+            assert same(float(got[g]), spec.scalar(s[g], other, compat=compat)), (spec.name, g)

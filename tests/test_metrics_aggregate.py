@@ -21,7 +21,7 @@ from analysis.aggregate import (
     select_sample_set,
     summarize,
 )
-from analysis.metrics import METRICS, prompt_metrics
+from analysis.metric_specs import METRICS, prompt_metrics
 from analysis.scores import ScoreRow, as_scores_frame
 from mopd_eval.errors import InputError
 

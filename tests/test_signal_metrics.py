@@ -81,8 +81,9 @@ def test_cli_writes_every_output(tmp_path, scores, capsys):
         5,
         200,
     )
-    # Paper order first, user-defined conditions after.
-    assert m["condition_order"] == ["base", "primary", "2s1f", "random_peer", "feedback", "my_cond"]
+    # Paper order first, user-defined conditions after, controls last.
+    assert m["condition_order"] == ["base", "primary", "2s1f", "my_cond", "random_peer", "feedback"]
+    assert m["controls"] == ["random_peer", "feedback"]
     assert set(m["paired"]) == {f"{c}-vs-base" for c in m["condition_order"][1:]} | {
         "2s1f-vs-primary"
     }
@@ -297,9 +298,9 @@ def test_table7_formats(metrics):
         "Question only",
         "Primary Sol.",
         "2 Suc.+1 Failure",
+        "my_cond",
         "Random peers",
         "SDPO feedback",
-        "my_cond",
     ]
     positions = [md.index(f"| {label} |") for label in labels]
     assert positions == sorted(positions)
