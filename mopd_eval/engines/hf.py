@@ -169,6 +169,16 @@ class HFEngine:
         max_tokens: int,
         seed: int,
     ) -> list[list[Sample]]:
+        """``n`` samples of each prompt: one prefill of the prompts, then decoding all rows."""
+        logits, cache, mask, next_pos = self._prefill(prompts, n)
+        gens = [torch.Generator().manual_seed(row_seed(seed, prompts[r // n], r % n))
+                for r in range(len(prompts) * n)]
+        tokens, finish = self._decode(logits, cache, mask, next_pos, gens, temperature, top_p, max_tokens)
+        return [[Sample(self.tokenizer.decode(tokens[r], skip_special_tokens=True), tokens[r], finish[r])
+                 for r in range(p * n, (p + 1) * n)] for p in range(len(prompts))]
+
+    def _prefill(self, prompts: list[list[int]], n: int):
+        """Left-padded forward of the prompts; cache and last logits repeated ``n`` times per prompt."""
         from transformers import DynamicCache
 
         dev = self.device
@@ -181,22 +191,17 @@ class HFEngine:
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.model.config)
         logits = self.model(
-            input_ids=ids.to(dev),
-            attention_mask=mask.to(dev),
-            position_ids=pos.to(dev),
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
+            input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
+            past_key_values=cache, use_cache=True, logits_to_keep=1,
         ).logits[:, -1]
         cache.batch_repeat_interleave(n)
-        logits = logits.repeat_interleave(n, dim=0)
-        mask = mask.repeat_interleave(n, dim=0).to(dev)
-        next_pos = (pos[:, -1] + 1).repeat_interleave(n, dim=0).to(dev)
-        rows = len(prompts) * n
-        gens = [
-            torch.Generator().manual_seed(row_seed(seed, prompts[r // n], r % n))
-            for r in range(rows)
-        ]
+        return (logits.repeat_interleave(n, dim=0), cache, mask.repeat_interleave(n, dim=0).to(dev),
+                (pos[:, -1] + 1).repeat_interleave(n, dim=0).to(dev))
+
+    def _decode(self, logits, cache, mask, next_pos, gens, temperature, top_p, max_tokens):
+        """Sample until every row stopped or reached ``max_tokens``; finished rows leave the batch."""
+        dev = self.device
+        rows = len(gens)
         tokens: list[list[int]] = [[] for _ in range(rows)]
         finish: list[str] = ["length"] * rows
         active = list(range(rows))
@@ -221,26 +226,11 @@ class HFEngine:
                 active = [active[b] for b in keep]
             mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
             logits = self.model(
-                input_ids=chosen[:, None].to(dev),
-                attention_mask=mask,
-                position_ids=next_pos[:, None],
-                past_key_values=cache,
-                use_cache=True,
+                input_ids=chosen[:, None].to(dev), attention_mask=mask, position_ids=next_pos[:, None],
+                past_key_values=cache, use_cache=True,
             ).logits[:, -1]
             next_pos = next_pos + 1
-        out = []
-        for p in range(len(prompts)):
-            out.append(
-                [
-                    Sample(
-                        self.tokenizer.decode(tokens[r], skip_special_tokens=True),
-                        tokens[r],
-                        finish[r],
-                    )
-                    for r in range(p * n, (p + 1) * n)
-                ]
-            )
-        return out
+        return tokens, finish
 
 
 def _sample_rows(
