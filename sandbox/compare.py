@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from decimal import Decimal, InvalidOperation
+import re
+from decimal import Decimal
 from typing import Any
 
 
@@ -13,29 +14,50 @@ def stripped_lines(text: str) -> list[str]:
     return [line.strip() for line in text.strip().split("\n")]
 
 
-def _decimals(line: str) -> list[Decimal] | None:
-    try:
-        return [Decimal(token) for token in line.split()]
-    except (InvalidOperation, ValueError):
-        return None
+_TOKEN = re.compile(r"\S+")
+
+
+def _tokens_equal(got: str, want: str) -> bool:
+    """Token-wise equality as Decimals of one line. ``want`` (trusted) is split; ``got`` is
+    scanned lazily and given up on as soon as it has more tokens, so a huge line costs no list
+    of tokens, and each token becomes a Decimal only after the counts agreed."""
+    want_tokens = want.split()
+    got_tokens: list[str] = []
+    for m in _TOKEN.finditer(got):
+        if len(got_tokens) == len(want_tokens):
+            return False
+        got_tokens.append(m.group())
+    if len(got_tokens) != len(want_tokens):
+        return False
+    for g, w in zip(got_tokens, want_tokens, strict=True):
+        # Every token converts (even equal ones): a line with any non-number in it counts
+        # only when equal as a whole, as in LiveCodeBench.
+        try:
+            gd, wd = Decimal(g), Decimal(w)
+            # NaN (quiet or signalling) equals nothing; comparing an sNaN would raise.
+            if gd.is_nan() or wd.is_nan() or gd != wd:
+                return False
+        except (ArithmeticError, ValueError):  # not a number: only exact equality counted
+            return False
+    return True
 
 
 def stdout_matches(got: str, expected: str) -> bool:
     """LiveCodeBench stdin/stdout rule: same number of stripped lines, and each line equal
     exactly or, token by token, equal as Decimals (so ``1.0`` matches ``1`` and ``1e2`` matches
-    ``100``, but ``0.30000000000000004`` does not match ``0.3``).
+    ``100``, but ``0.30000000000000004`` does not match ``0.3``). Total and bounded: any text
+    gives True or False (NaN, sNaN and garbage tokens are unequal), and a long output is
+    rejected on its line or token count before anything is converted.
 
     >>> stdout_matches("3\\n", "3"), stdout_matches("1.50 2", "1.5 2"), stdout_matches("a", "b")
     (True, True, False)
     """
-    got_lines, want_lines = stripped_lines(got), stripped_lines(expected)
-    if len(got_lines) != len(want_lines):
-        return False
-    for g, w in zip(got_lines, want_lines, strict=True):
-        if g == w:
-            continue
-        gd, wd = _decimals(g), _decimals(w)
-        if gd is None or wd is None or gd != wd:
+    got_text, want_text = got.strip(), expected.strip()
+    if got_text.count("\n") != want_text.count("\n"):
+        return False  # counted before splitting: a flood of newlines is never a list
+    for g, w in zip(got_text.split("\n"), want_text.split("\n"), strict=True):
+        g, w = g.strip(), w.strip()
+        if g != w and not _tokens_equal(g, w):
             return False
     return True
 
@@ -67,9 +89,9 @@ def json_values_equal(got_json: str, expected: Any) -> bool:
     """
     try:
         got = json.loads(got_json)
-    except (ValueError, RecursionError):
+        return _plain_equal(got, expected)
+    except (ValueError, RecursionError, TypeError):  # not JSON, too deep, too many digits
         return False
-    return _plain_equal(got, expected)
 
 
 def _plain_equal(a: Any, b: Any) -> bool:

