@@ -4,7 +4,7 @@ Pure functions on token lists, code strings and verdict counts. Every function d
 undefined cases: where a metric has nothing to measure it returns NaN rather than a number that
 would pull a mean over prompts, and the aggregation counts how many prompts each mean uses.
 
-Definitions (DESIGN.md, "Diversity"):
+Definitions (docs/diversity.md):
 
 - tokens: the regex ``[A-Za-z_][A-Za-z0-9_]*|\\d+|\\S`` (identifiers, digit runs, single
   non-space characters) over the response's view: the extracted code for code tasks, the whole

@@ -1,6 +1,6 @@
 """Loss functions of the trainer, pure and per token (the caller masks and averages).
 
-Distillation (DESIGN.md). On a support of ids (the student's top-k plus one tail bucket, or the
+Distillation (docs/training.md). On a support of ids (the student's top-k plus one tail bucket, or the
 whole vocabulary) with student log-probs ``S`` and teacher log-probs ``T``:
 
     M = log((1 - a) e^S + a e^T),   D_a = a KL(T || M) + (1 - a) KL(S || M).
