@@ -84,10 +84,57 @@ def test_date_window_keeps_v6_by_default_and_is_configurable(task):
     assert LCBTask().load(str(FIXTURE), limit=2)[1].problem_id == "9001"
 
 
-def test_prompt_follows_the_starter_code_or_stdin_format(problems):
-    assert "class Solution:\n    def largestElement" in problems["9001"].question
-    assert "standard input" in problems["mopd001_a"].question
-    assert problems["mopd001_a"].question.startswith("You will be given a programming problem.")
+LCB_SYSTEM = ("You are an expert Python programmer. You will be given a question (problem specification) and will "
+              "generate a correct Python program that matches the specification and passes all tests.")
+
+
+def test_default_prompt_is_lcb_runners_generic_chat_prompt(task, problems):
+    stdin = task.messages(problems["mopd001_a"])
+    assert stdin == [{"role": "system", "content": LCB_SYSTEM}, {"role": "user", "content": (
+        "### Question:\nYou are given two integers A and B on one line. Print A + B.\n\n"
+        "### Format: Read the inputs from stdin solve the problem and write the answer to stdout (do not directly "
+        "test on the sample inputs). Enclose your code within delimiters as follows. Ensure that when the python "
+        "program runs, it reads the inputs, runs the algorithm and writes output to STDOUT.\n"
+        "```python\n# YOUR CODE HERE\n```\n\n### Answer: (use the provided format with backticks)\n\n")}]
+    call = task.messages(problems["9001"])[1]["content"]
+    assert call == (
+        "### Question:\nGiven an integer array nums, return its largest element.\n\n"
+        "### Format: You will use the following starter code to write the solution to the problem and enclose "
+        "your code within delimiters.\n```python\nclass Solution:\n    def largestElement(self, nums: List[int]) "
+        "-> int:\n        \n```\n\n### Answer: (use the provided format with backticks)\n\n")
+
+
+def test_mopd_prompt_style_keeps_the_earlier_wording():
+    ps = {p.problem_id: p for p in LCBTask(prompt_style="mopd").load(str(FIXTURE))}
+    q = ps["mopd001_a"].question
+    assert q.startswith("You will be given a programming problem.") and "standard input" in q
+    assert "class Solution:\n    def largestElement" in ps["9001"].question
+    assert LCBTask(prompt_style="mopd").messages(ps["9001"]) == [{"role": "user", "content": ps["9001"].question}]
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"prompt_style": "chat"}, "prompt_style"), ({"code_extraction": "first"}, "code_extraction"),
+    ({"start": "Feb 2025"}, "start/end"),
+])
+def test_unknown_options_are_input_errors(kwargs, field):
+    with pytest.raises(InputError) as e:
+        LCBTask(**kwargs)
+    assert e.value.field == field
+
+
+def test_code_extraction_lcb_by_default_general_as_an_option():
+    # Prose after the code holding a fence mention: lcb_runner takes the lines between the last
+    # two fence lines (here the prose), the general rule takes the closed Python block.
+    response = "```python\nprint(1)\n```\nThe ``` above closes the block.\n"
+    assert LCBTask().program(response) == ""
+    assert LCBTask(code_extraction="general").program(response) == "print(1)"
+    no_fence = "print(1)"
+    assert LCBTask().program(no_fence) == "" and LCBTask(code_extraction="general").program(no_fence) == "print(1)"
+
+
+def test_unfenced_program_is_empty_under_the_lcb_rule(task, problems):
+    v = task.verify([problems["mopd001_a"]], ["a, b = map(int, input().split())\nprint(a + b)"])[0]
+    assert not v.success
 
 
 def test_stdin_problem_correct_wrong_and_runtime_error(task, problems):
@@ -134,23 +181,34 @@ def test_functional_problem_without_func_name_is_invalid(tmp_path, task):
     assert task.verify([p], ["x"])[0].status == "invalid_test"
 
 
-def test_wrong_schema_and_malformed_json_name_file_and_line(tmp_path, task):
+def test_malformed_records_are_invalid_problems_and_malformed_json_stops(tmp_path, task):
     rows = [json.loads(line) for line in FIXTURE.read_text().splitlines()]
     del rows[2]["question_content"]
+    rows[4]["contest_date"] = "last tuesday"
     f = tmp_path / "r.jsonl"
     f.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    with pytest.raises(InputError) as e:
-        task.load(str(f))
-    assert str(e.value) == f"{f}:3: field 'question_content': missing"
-    rows = FIXTURE.read_text().splitlines()
-    f.write_text(rows[0] + "\n" + rows[1][:-5] + "\n")
+    ps = {p.problem_id: p for p in task.load(str(f))}
+    assert list(ps) == ["mopd001_a", "9001", "9002", "mopd001_b"]
+    assert ps["9002"].meta["invalid"] == f"{f}:3: field 'question_content': missing"
+    assert "field 'contest_date': not an ISO date" in ps["mopd001_b"].meta["invalid"]
+    v = task.verify([ps["9002"]], [fenced("print(1)")])[0]
+    assert (v.status, v.feedback) == ("invalid_test", ps["9002"].meta["invalid"])
+    lines = FIXTURE.read_text().splitlines()
+    f.write_text(lines[0] + "\n" + lines[1][:-5] + "\n")
     with pytest.raises(InputError, match=r"r\.jsonl:2: malformed JSON"):
         task.load(str(f))
-    bad_date = [json.loads(line) for line in FIXTURE.read_text().splitlines()]
-    bad_date[0]["contest_date"] = "last tuesday"
-    f.write_text("".join(json.dumps(r) + "\n" for r in bad_date))
-    with pytest.raises(InputError, match="field 'contest_date': not an ISO date"):
+    f.write_text(lines[0] + "\n" + lines[0] + "\n")
+    with pytest.raises(InputError, match="field 'question_id': duplicate problem id 'mopd001_a'"):
         task.load(str(f))
+
+
+def test_release_files_as_a_comma_list_and_a_glob(tmp_path, task):
+    lines = FIXTURE.read_text().splitlines()
+    (tmp_path / "test.jsonl").write_text("\n".join(lines[:2]) + "\n")
+    (tmp_path / "test2.jsonl").write_text("\n".join(lines[2:]) + "\n")
+    want = [p.problem_id for p in task.load(str(FIXTURE))]
+    assert [p.problem_id for p in task.load(f"{tmp_path / 'test.jsonl'},{tmp_path / 'test2.jsonl'}")] == want
+    assert [p.problem_id for p in task.load(str(tmp_path / "test*.jsonl"))] == want
 
 
 def test_json_list_release_file_loads_the_same(tmp_path, task):

@@ -94,8 +94,9 @@ class Record:
 # --data -> sources
 
 
-def _natural_key(path: str) -> list:
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path)]
+def _natural_key(path: str) -> str:
+    # Numbers padded to one width compare by value: part-2 < part-10, and test.jsonl < test2.jsonl.
+    return re.sub(r"\d+", lambda m: m.group().zfill(24), path)
 
 
 def _expand(part: str) -> list[str]:

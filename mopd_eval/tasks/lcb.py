@@ -1,10 +1,11 @@
 """``lcb``: LiveCodeBench code generation problems from its release files, graded in the sandbox.
 
-Data: a local release file (``test.jsonl`` ... ``test6.jsonl`` of
+Data (``--data``: files, a comma list, a glob or ``hf:NAME[:CONFIG]:SPLIT``; see
+``tasks/data_files.py``): release files (``test.jsonl`` ... ``test6.jsonl`` of
 ``livecodebench/code_generation_lite``, or the same records as a JSON list or parquet) with
 ``question_id, question_title, question_content, platform, contest_id, contest_date (ISO),
 starter_code, difficulty, public_test_cases, private_test_cases, metadata``. Problems keep the
-file's order. Only those with ``start <= contest_date < end`` are kept (default: the paper's v6
+data's order. Only those with ``start <= contest_date < end`` are kept (default: the paper's v6
 window, 2025-02-01 to 2025-05-01); an empty bound is open.
 
 Tests: ``public_test_cases`` (a JSON string: a list of ``{input, output, testtype}``) then
@@ -12,11 +13,36 @@ Tests: ``public_test_cases`` (a JSON string: a list of ``{input, output, testtyp
 string). The pickle is read by an unpickler that refuses every global (``find_class``), so a
 payload can only yield plain data and never runs code; the payload must be that JSON text.
 ``testtype`` ``stdin`` runs :func:`sandbox.run_stdio_tests`; ``functional`` runs
-:func:`sandbox.run_call_tests` on ``Solution().<metadata.func_name>``. A problem whose tests
-cannot be decoded, mix test types, or lack ``func_name`` still loads; each of its samples gets
-an ``invalid_test`` verdict saying why (the run goes on).
+:func:`sandbox.run_call_tests` on ``Solution().<metadata.func_name>``.
 
-Prompt (user turn; our wording of LiveCodeBench's chat format)::
+Invalid problems (each sample gets ``invalid_test`` saying why, the run goes on): tests that
+cannot be decoded, mixed test types, call-based tests without ``func_name``, and a record that
+does not fit the schema (no ``question_id`` or ``question_content``, a ``contest_date`` that is
+not an ISO date: such a record cannot be placed in the window and is kept). A duplicate
+``question_id`` stops the load.
+
+Prompt, ``prompt_style="lcb"`` (default): lcb_runner's generic chat format (its ``OpenAIChat``
+style), a system message and a user turn::
+
+    system: You are an expert Python programmer. You will be given a question (problem
+            specification) and will generate a correct Python program that matches the
+            specification and passes all tests.
+    user:   ### Question:
+            {question_content}
+
+            ### Format: {with starter code: "You will use the following starter code to write
+            the solution to the problem and enclose your code within delimiters." / without:
+            "Read the inputs from stdin solve the problem and write the answer to stdout (do
+            not directly test on the sample inputs). Enclose your code within delimiters as
+            follows. Ensure that when the python program runs, it reads the inputs, runs the
+            algorithm and writes output to STDOUT."}
+            ```python
+            {starter_code, or "# YOUR CODE HERE"}
+            ```
+
+            ### Answer: (use the provided format with backticks)
+
+``prompt_style="mopd"``: this project's earlier wording, one user turn::
 
     You will be given a programming problem. Write a correct Python 3 program that solves it
     and passes all tests.
@@ -27,9 +53,12 @@ Prompt (user turn; our wording of LiveCodeBench's chat format)::
 
     ### Answer: (use the format above, with backticks)
 
-Verdict: the last fenced Python block of the response is the program; per-test timeout 6 s;
-tests stop at the first failure unless ``partial_credit`` (then every test runs and ``partial``
-is the exact fraction passed).
+Program (``code_extraction``): ``"lcb"`` (default) is LiveCodeBench's rule
+(:func:`code_extract.extract_code_lcb`: the lines between the last two lines containing
+```` ``` ````, empty with fewer than two), so scores compare with the leaderboard; ``"general"``
+is this project's rule (:func:`code_extract.extract_code`). Per-test timeout 6 s; tests stop at
+the first failure unless ``partial_credit`` (then every test runs and ``partial`` is the exact
+fraction passed).
 """
 
 from __future__ import annotations
@@ -44,12 +73,37 @@ from collections.abc import Sequence
 from datetime import date
 from functools import partial
 
-from mopd_eval.code_extract import extract_code
+from mopd_eval.code_extract import extract_code, extract_code_lcb
+from mopd_eval.errors import InputError
 from mopd_eval.tasks.base import Problem
 from mopd_eval.tasks.code_verdict import harness_verdict, run_jobs
-from mopd_eval.tasks.data_files import Record, read_records
+from mopd_eval.tasks.data_files import (
+    Record,
+    build_problems,
+    invalid_problem,
+    invalid_verdict,
+    read_records,
+    require_data,
+)
 from mopd_eval.verdict import Verdict
 
+COLUMNS = ("question_id", "question_title", "question_content", "platform", "contest_date", "starter_code",
+           "difficulty", "public_test_cases", "private_test_cases", "metadata")
+PROMPT_STYLES = ("lcb", "mopd")
+CODE_EXTRACTIONS = {"lcb": extract_code_lcb, "general": extract_code}
+
+# lcb_runner's generic chat prompt (prompts/code_generation.py, OpenAIChat style), verbatim:
+# the same text as the leaderboard's runs, so scores compare.
+LCB_SYSTEM = ("You are an expert Python programmer. You will be given a question (problem specification) "
+              "and will generate a correct Python program that matches the specification and passes all tests.")
+LCB_FORMAT_STARTER = ("You will use the following starter code to write the solution to the problem and "
+                      "enclose your code within delimiters.")
+LCB_FORMAT_STDIN = ("Read the inputs from stdin solve the problem and write the answer to stdout (do not "
+                    "directly test on the sample inputs). Enclose your code within delimiters as follows. "
+                    "Ensure that when the python program runs, it reads the inputs, runs the algorithm and "
+                    "writes output to STDOUT.")
+
+# This project's earlier wording (prompt_style="mopd").
 HEADER = ("You will be given a programming problem. Write a correct Python 3 program that solves it "
           "and passes all tests.\n\nQuestion: {question}\n\n")
 FORMAT_STARTER = ("### Format: Use the following starter code and put your complete solution in one "
@@ -60,9 +114,15 @@ FORMAT_STDIN = ("### Format: Read the input from standard input, solve the probl
 ANSWER = "### Answer: (use the format above, with backticks)\n"
 
 
-def build_prompt(question: str, starter_code: str) -> str:
-    fmt = FORMAT_STARTER.format(starter=starter_code) if starter_code.strip() else FORMAT_STDIN
-    return HEADER.format(question=question) + fmt + ANSWER
+def build_prompt(question: str, starter_code: str, style: str = "lcb") -> str:
+    """The user turn of a problem in ``style`` (module docstring)."""
+    if style == "mopd":
+        fmt = FORMAT_STARTER.format(starter=starter_code) if starter_code.strip() else FORMAT_STDIN
+        return HEADER.format(question=question) + fmt + ANSWER
+    # lcb_runner tests the starter code's truthiness, so whitespace-only starter code counts.
+    fmt, code = (LCB_FORMAT_STARTER, starter_code) if starter_code else (LCB_FORMAT_STDIN, "# YOUR CODE HERE")
+    return (f"### Question:\n{question}\n\n### Format: {fmt}\n```python\n{code}\n```\n\n"
+            "### Answer: (use the provided format with backticks)\n\n")
 
 
 class _PlainDataUnpickler(pickle.Unpickler):
@@ -139,7 +199,27 @@ def _date(rec: Record, value) -> str:
     return text
 
 
-def _problem(rec: Record) -> Problem:
+def _tests(rec: Record) -> dict:
+    """``{tests, style, func_name}`` of a record; ValueError saying why they cannot be used."""
+    tests = decode_test_cases(rec.data["public_test_cases"])
+    tests += decode_test_cases(rec.get("private_test_cases", default="[]"))
+    types = {t.get("testtype", "stdin") for t in tests}
+    if not tests:
+        raise ValueError("the problem has no tests")
+    if len(types) > 1:
+        raise ValueError(f"mixed test types {sorted(types)}")
+    metadata = rec.get("metadata", default="{}")
+    metadata = json.loads(metadata) if isinstance(metadata, str) else metadata
+    if not isinstance(metadata, dict):
+        raise ValueError("metadata is not a JSON object")
+    style = types.pop()
+    func = metadata.get("func_name")
+    if style == "functional" and not (isinstance(func, str) and func):
+        raise ValueError("call-based tests but no metadata.func_name")
+    return {"tests": [(t["input"], t["output"]) for t in tests], "style": style, "func_name": func}
+
+
+def _problem(rec: Record, prompt_style: str = "lcb") -> Problem:
     qid = rec.require("question_id")
     question = rec.require("question_content")
     if not isinstance(question, str):
@@ -149,29 +229,24 @@ def _problem(rec: Record) -> Problem:
         raise rec.error(f"expected a string, got {type(starter).__name__}", field="starter_code")
     meta = {"question_title": rec.get("question_title"), "platform": rec.get("platform"),
             "contest_date": _date(rec, rec.require("contest_date")), "difficulty": rec.get("difficulty"),
-            "source": f"{rec.path}:{rec.line if rec.line is not None else rec.index}"}
+            "source": _source(rec)}
     rec.require("public_test_cases")
     try:
-        tests = decode_test_cases(rec.data["public_test_cases"])
-        private = rec.get("private_test_cases", default="[]")
-        tests += decode_test_cases(private)
-        types = {t.get("testtype", "stdin") for t in tests}
-        if not tests:
-            raise ValueError("the problem has no tests")
-        if len(types) > 1:
-            raise ValueError(f"mixed test types {sorted(types)}")
-        metadata = rec.get("metadata", default="{}")
-        metadata = json.loads(metadata) if isinstance(metadata, str) else metadata
-        if not isinstance(metadata, dict):
-            raise ValueError("metadata is not a JSON object")
-        style = types.pop()
-        func = metadata.get("func_name")
-        if style == "functional" and not (isinstance(func, str) and func):
-            raise ValueError("call-based tests but no metadata.func_name")
-        meta.update(tests=[(t["input"], t["output"]) for t in tests], style=style, func_name=func)
+        meta.update(_tests(rec))
     except (ValueError, json.JSONDecodeError) as e:
         meta["invalid"] = f"the problem's tests cannot be used: {e}"
-    return Problem(str(qid), build_prompt(question, starter), None, meta)
+    return Problem(str(qid), build_prompt(question, starter, prompt_style), None, meta)
+
+
+def _source(rec: Record) -> str:
+    return f"{rec.path}:{rec.line if rec.line is not None else rec.index}"
+
+
+def _invalid(rec: Record, err: InputError) -> list[Problem]:
+    qid = rec.get("question_id", default=f"lcb-{rec.position}")
+    question = rec.get("question_content", default="")
+    return [invalid_problem(str(qid), str(err), question if isinstance(question, str) else "",
+                            {"source": _source(rec), "contest_date": None})]
 
 
 class LCBTask:
@@ -179,50 +254,60 @@ class LCBTask:
 
     def __init__(self, start: str | None = "2025-02-01", end: str | None = "2025-05-01",
                  partial_credit: bool = False, timeout_s: float = 6.0, memory_mb: int = 2048,
-                 workers: int | None = None) -> None:
+                 workers: int | None = None, prompt_style: str = "lcb", code_extraction: str = "lcb") -> None:
         for v in (start, end):
             if v:
-                date.fromisoformat(v)
+                try:
+                    date.fromisoformat(v)
+                except ValueError:
+                    raise InputError(f"not an ISO date (YYYY-MM-DD): {v!r}", field="start/end") from None
+        if prompt_style not in PROMPT_STYLES:
+            raise InputError(f"unknown prompt style {prompt_style!r}; known: {', '.join(PROMPT_STYLES)}", field="prompt_style")
+        if code_extraction not in CODE_EXTRACTIONS:
+            raise InputError(f"unknown code extraction {code_extraction!r}; known: {', '.join(CODE_EXTRACTIONS)}",
+                             field="code_extraction")
         self.start, self.end = start or None, end or None
         self.partial_credit = partial_credit
         self.timeout_s = timeout_s
         self.memory_mb = memory_mb
         self.workers = workers
+        self.prompt_style = prompt_style
+        self.code_extraction = code_extraction
 
-    def load(self, path: str | None = None, *, limit: int | None = None, seed: int = 0) -> list[Problem]:
-        """Problems of the release file ``path`` inside the date window, in file order."""
-        if path is None:
-            from mopd_eval.errors import InputError
+    def _problems(self, rec: Record) -> list[Problem]:
+        p = _problem(rec, self.prompt_style)
+        d = p.meta["contest_date"]
+        if (self.start and d < self.start) or (self.end and d >= self.end):
+            return []
+        return [p]
 
-            raise InputError("lcb needs a release file: --data test6.jsonl (see docs/tasks.md)", field="--data")
-        problems: list[Problem] = []
-        seen: set[str] = set()
-        for rec in read_records(path):
-            p = _problem(rec)
-            if p.problem_id in seen:
-                raise rec.error(f"duplicate question_id {p.problem_id!r}", field="question_id")
-            seen.add(p.problem_id)
-            d = p.meta["contest_date"]
-            if (self.start and d < self.start) or (self.end and d >= self.end):
-                continue
-            problems.append(p)
-        return problems[:limit] if limit else problems
+    def load(self, data: str | None = None, *, limit: int | None = None, seed: int = 0) -> list[Problem]:
+        """Problems of the release data inside the date window, in order (``seed`` unused)."""
+        data = require_data(data, self.name, "a release file such as test6.jsonl")
+        out = build_problems(read_records(data, columns=COLUMNS), self._problems, _invalid, id_field="question_id")
+        return out[:limit] if limit else out
 
     def messages(self, problem: Problem) -> list[dict]:
-        return [{"role": "user", "content": problem.question}]
+        user = [{"role": "user", "content": problem.question}]
+        return [{"role": "system", "content": LCB_SYSTEM}, *user] if self.prompt_style == "lcb" else user
+
+    def program(self, response: str) -> str:
+        """The program a response proposes, by the task's ``code_extraction`` rule."""
+        return CODE_EXTRACTIONS[self.code_extraction](response)
 
     def verify(self, problems: Sequence[Problem], responses: Sequence[str], *, progress: bool = False) -> list[Verdict]:
         from sandbox import Limits
 
         limits = Limits(timeout_s=self.timeout_s, memory_mb=self.memory_mb)
-        jobs = [partial(self._one, p, extract_code(r), limits) for p, r in zip(problems, responses, strict=True)]
+        jobs = [partial(self._one, p, self.program(r), limits) for p, r in zip(problems, responses, strict=True)]
         return run_jobs(jobs, workers=self.workers, progress=progress, desc="verify lcb")
 
     def _one(self, p: Problem, program: str, limits) -> Verdict:
         from sandbox import run_call_tests, run_stdio_tests
 
-        if "invalid" in p.meta:
-            return Verdict.failed("invalid_test", p.meta["invalid"])
+        invalid = invalid_verdict(p)
+        if invalid is not None:
+            return invalid
         stop = not self.partial_credit
         try:
             if p.meta["style"] == "functional":
