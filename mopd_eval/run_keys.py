@@ -7,34 +7,22 @@ hash of its config and tokenizer files, a hub model by repo id, revision and res
 
 from __future__ import annotations
 
-import glob
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from mopd_eval.resumable import file_sha256
 
 
 def data_identity(spec: str | os.PathLike[str] | None) -> Any:
-    """``--data`` by content: ``{path: sha256}`` of every local file it names (comma-separated
-    paths and globs), the spec itself for a hub dataset, ``None`` for a task's built-in source."""
+    """``--data`` by content: ``[[source, sha256], ...]`` in reading order, for exactly the sources
+    the tasks read (``tasks.data_files.resolve_data``); a hub dataset (``hf:...``) by its spec;
+    ``None`` for a task's built-in source."""
     if spec is None:
         return None
-    text = os.fspath(spec)
-    if text.startswith("hf:"):
-        return text
-    files: dict[str, str] = {}
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        matches = sorted(glob.glob(part, recursive=True)) if glob.has_magic(part) else [part]
-        for m in matches:
-            path = Path(m)
-            for f in sorted(path.rglob("*")) if path.is_dir() else [path]:
-                if f.is_file():
-                    files[str(f)] = file_sha256(f)
-    return files or text
+    from mopd_eval.tasks.data_files import HF_PREFIX, resolve_data
+
+    return [[s, s if s.startswith(HF_PREFIX) else file_sha256(s)] for s in resolve_data(os.fspath(spec))]
 
 
 def model_key(model: str | os.PathLike[str], engine_options: Mapping[str, Any] | None = None) -> dict:
