@@ -51,6 +51,17 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"mopd-eval {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        # A path the user gave that cannot be read or written (read-only, a directory where a file
+        # belongs, ...): one line naming it, as for bad input. Writes are atomic, so nothing is half-written.
+        if e.filename is None:
+            raise
+        print(f"mopd-eval {args.command}: error: {e.filename}: {e.strerror}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\nmopd-eval {args.command}: interrupted; finished work is kept: rerun the same command to "
+              "resume", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
