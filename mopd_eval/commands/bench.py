@@ -71,23 +71,36 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def prepare_runs(args: argparse.Namespace, names: list[str], data: dict, out: Path) -> list:
-    """One ``TaskRun`` per task, its problems loaded and its content key built (no model yet)."""
+    """One ``(TaskRun, SamplingConfig)`` per task: problems loaded and content key built, before
+    any model loads (a bad data file or ``--model`` fails in seconds and writes nothing)."""
+    runs: list = []
+    try:
+        for name in names:
+            task = task_from_args(name, args)
+            runs.append((_task_run(args, name, task, data[name], out / name if len(names) > 1 else out),
+                         sampling_for(name, args)))
+    except BaseException:
+        for r in [r for r, _ in runs]:
+            r.task.close()
+        raise
+    return runs
+
+
+def _task_run(args: argparse.Namespace, name: str, task, data: str | None, out: Path):
     from mopd_eval.bench import TaskRun
     from mopd_eval.run_keys import data_identity, model_key
 
-    runs, model = [], None
-    for name in names:
-        sampling = sampling_for(name, args)
-        task = task_from_args(name, args)
-        problems = task.load(data[name], limit=args.limit, seed=args.seed)
+    try:
+        problems = task.load(data, limit=args.limit, seed=args.seed)
         if not problems:
             raise InputError(f"task {name!r} has no problems to run", field="--data")
-        model = model or model_key(args.model, {"engine": args.engine})
-        key = {"task": name, "task_options": task_options(name, args), "data": data[name],
-               "data_sha256": data_identity(data[name]), "limit": args.limit, "model_name": args.model,
-               **model, "sampling": sampling.to_dict()}
-        runs.append((TaskRun(task, problems, out / name if len(names) > 1 else out, key), sampling))
-    return runs
+        key = {"task": name, "task_options": task_options(name, args), "data": data,
+               "data_sha256": data_identity(data), "limit": args.limit, "model_name": args.model,
+               **model_key(args.model, {"engine": args.engine}), "sampling": sampling_for(name, args).to_dict()}
+    except BaseException:
+        task.close()
+        raise
+    return TaskRun(task, problems, out, key)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,14 +9,7 @@ from __future__ import annotations
 import argparse
 
 from mopd_eval.errors import InputError
-from mopd_eval.tasks import (
-    TASKS,
-    add_sampling_arguments,
-    add_task_arguments,
-    sampling_for,
-    task_from_args,
-    task_options,
-)
+from mopd_eval.tasks import TASKS, add_sampling_arguments, add_task_arguments
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,28 +26,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mopd_eval.commands.bench import prepare_runs
     from mopd_eval.engines import make_engine
     from mopd_eval.rollout_gen import write_rollouts_resumable
-    from mopd_eval.run_keys import data_identity, model_key
 
     for flag in ("chunk", "limit"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise InputError("must be >= 1", field=f"--{flag}")
-    sampling = sampling_for(args.task, args)
-    task = task_from_args(args.task, args)
+    # The same task, problems and content key as bench builds (checked before the model loads).
+    [(spec, sampling)] = prepare_runs(args, [args.task], {args.task: args.data}, Path(args.out).parent)
     try:
-        problems = task.load(args.data, limit=args.limit, seed=args.seed)
-        if not problems:
-            raise InputError(f"task {args.task!r} has no problems to run", field="--data")
-        key = {"task": args.task, "task_options": task_options(args.task, args), "data": args.data,
-               "data_sha256": data_identity(args.data), "limit": args.limit, "model_name": args.model,
-               **model_key(args.model, {"engine": args.engine}), "sampling": sampling.to_dict()}
         out = write_rollouts_resumable(
-            task, lambda: make_engine(args.engine, args.model), problems, sampling, args.out,
-            model_name=args.model, key=key, chunk_problems=args.chunk, rescore=args.rescore,
+            spec.task, lambda: make_engine(args.engine, args.model), spec.problems, sampling, args.out,
+            model_name=args.model, key=spec.config, chunk_problems=args.chunk, rescore=args.rescore,
         )
     finally:
-        task.close()
+        spec.task.close()
     from mopd_eval.records import group_rollouts, read_rollouts
 
     groups = group_rollouts(read_rollouts(out)).values()
