@@ -378,3 +378,16 @@ def test_cli_pool_steps_and_bad_flags(tmp_path, capsys):
     rc = main(["import", "--format", "verl", str(tmp_path / "bad"), "--out", str(tmp_path / "x.jsonl")])
     assert rc == 2 and f"{tmp_path / 'bad' / '1.jsonl'}:2: field 'score'" in capsys.readouterr().err
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_cli_flat_paper_analysis_on_a_verl_import(tmp_path, capsys):
+    """The reference analysis script's assembly: verl's `input`, then its blocks, byte for byte."""
+    text = "system\nS\nuser\nWhat is 6 + 4?\nassistant\n"
+    dump(tmp_path / "d" / "5.jsonl", [row(inp=text, out="10", score=1.0, step=5), row(inp=text, out="11", score=0.0, step=5)])
+    rollouts = tmp_path / "r.jsonl"
+    assert main(["import", "--format", "verl", str(tmp_path / "d"), "--out", str(rollouts)]) == 0
+    rows = _contexts(tmp_path, rollouts, "pa", "--templates", "paper-analysis", "--placement", "flat")
+    primary = next(r for r in rows if r["condition"] == "primary" and r["rollout_id"].endswith("_r1"))
+    assert primary["placement"] == "flat"
+    assert primary["teacher_user_turn"] == text + "\nCorrect solution:\n\n10\n\n\n\nCorrectly solve the original question.\n"
+    assert "note" not in capsys.readouterr().err  # flat was asked for: nothing to explain

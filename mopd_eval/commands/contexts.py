@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from mopd_eval.contexts import (
-    PAPER_TEMPLATES,
+    BUILTIN_TEMPLATES,
     TeacherContext,
     TemplateSet,
     build_contexts,
@@ -27,7 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated condition names (default: the seven paper conditions)")
     p.add_argument("--out", required=True, help="output JSONL, one row per (condition, target)")
     p.add_argument("--spec", help="YAML/JSON file with extra conditions and template sets")
-    p.add_argument("--templates", default="paper", help="template set name (default: paper)")
+    p.add_argument("--templates", default="paper", help="template set: paper (the trainer's, default), paper-analysis (the reference "
+                        "analysis script's; with --placement flat its prompts byte for byte), or one from --spec")
     p.add_argument("--order", choices=["group", "random"], default="group", help="peer order")
     p.add_argument("--seed", type=int, default=0, help="seed of the random peer order and random_peer")
     p.add_argument("--tokenizer", help="model dir or alias; adds the fully rendered teacher prompt")
@@ -47,7 +48,7 @@ def _teacher_prompt(target: Rollout, ctx: TeacherContext, tokenizer: Any, placem
 
 def run(args: argparse.Namespace) -> int:
     extra_conds, extra_temps = load_spec_file(args.spec) if args.spec else ({}, {})
-    templates = {PAPER_TEMPLATES.name: PAPER_TEMPLATES, **extra_temps}
+    templates = {**BUILTIN_TEMPLATES, **extra_temps}
     if args.templates not in templates:
         raise InputError(f"unknown template set {args.templates!r}; known: {', '.join(templates)}", field="--templates")
     names = [n.strip() for n in args.conditions.split(",") if n.strip()]
