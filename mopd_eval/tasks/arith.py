@@ -11,6 +11,10 @@ problems per level keeps the earlier ones):
   4. a + b,      a in 10..29, b in 2..9
   5. a + b + c,  a, b, c in 1..9
 
+Data: generated (no ``--data``), or ``--data`` (files, a comma list, a glob or
+``hf:NAME[:CONFIG]:SPLIT``; see ``tasks/data_files.py``) with records ``{problem_id, question,
+answer}``; a record missing one of them becomes an ``invalid_test`` problem saying which.
+
 Prompt: ``What is {expression}?`` (asking a 135M model for ``\\boxed{}`` makes it write an empty
 box more often than an answer). Graded by the math verifier: the last ``\\boxed{}``, else the last
 number in the response.
@@ -22,12 +26,19 @@ import random
 from collections.abc import Sequence
 
 from mopd_eval.errors import InputError
-from mopd_eval.jsonl import iter_jsonl
 from mopd_eval.tasks.base import Problem
+from mopd_eval.tasks.data_files import (
+    Record,
+    build_problems,
+    invalid_problem,
+    invalid_verdict,
+    read_records,
+)
 from mopd_eval.verdict import Verdict
 from mopd_eval.verifiers.math_answer import verify_answer
 
 PROMPT = "What is {expression}?"
+COLUMNS = ("problem_id", "question", "answer")
 LEVELS = (1, 2, 3, 4, 5)
 
 
@@ -75,6 +86,16 @@ def generate(per_level: int, seed: int = 0, levels: Sequence[int] = LEVELS) -> l
     return [p for row in zip(*by_level, strict=True) for p in row]
 
 
+def _file_problem(rec: Record) -> list[Problem]:
+    values = [rec.require(f) for f in COLUMNS]
+    return [Problem(*(str(v) for v in values), {})]
+
+
+def _invalid(rec: Record, err: InputError) -> list[Problem]:
+    return [invalid_problem(str(rec.get("problem_id", default=f"arith-file-{rec.position}")), str(err),
+                            str(rec.get("question", default="")))]
+
+
 class ArithTask:
     name = "arith"
 
@@ -85,17 +106,12 @@ class ArithTask:
         self.per_level = per_level
         self.levels = tuple(levels)
 
-    def load(self, path: str | None = None, *, limit: int | None = None, seed: int = 0) -> list[Problem]:
-        """Generated problems (``path`` None) or a JSONL file of ``{problem_id, question, answer}``."""
-        if path is None:
+    def load(self, data: str | None = None, *, limit: int | None = None, seed: int = 0) -> list[Problem]:
+        """Generated problems (``data`` None) or the records ``{problem_id, question, answer}`` of ``data``."""
+        if data is None:
             problems = generate(self.per_level, seed, self.levels)
         else:
-            problems = []
-            for line, obj in iter_jsonl(path):
-                for f in ("problem_id", "question", "answer"):
-                    if f not in obj:
-                        raise InputError("missing", path=path, line=line, field=f)
-                problems.append(Problem(str(obj["problem_id"]), str(obj["question"]), str(obj["answer"]), {}))
+            problems = build_problems(read_records(data, columns=COLUMNS), _file_problem, _invalid, id_field="problem_id")
         return problems[:limit] if limit else problems
 
     def messages(self, problem: Problem) -> list[dict]:
@@ -104,7 +120,7 @@ class ArithTask:
     def verify(self, problems: Sequence[Problem], responses: Sequence[str], *, progress: bool = False) -> list[Verdict]:
         # Integer answers compare exactly, no math-verify worker needed.
         return [
-            verify_answer(r, str(p.ground_truth), mode="aime", fallback_last_number=True)
+            invalid_verdict(p) or verify_answer(r, str(p.ground_truth), mode="aime", fallback_last_number=True)
             for p, r in zip(problems, responses, strict=True)
         ]
 
