@@ -106,13 +106,14 @@ class _Dedup:
 
     def __init__(self, keep: bool) -> None:
         self.keep = keep
-        self.first: dict[str, tuple[Path, int]] = {}
+        self.first: dict[bytes, tuple[Path, int]] = {}
         self.same_file = 0
         self.other_file = 0
         self.example = ""
 
     def is_repeat(self, obj: dict, path: Path, line: int) -> bool:
-        key = json.dumps(obj, sort_keys=True, ensure_ascii=False)
+        # A digest, not the row: dumps of a long run hold gigabytes of responses.
+        key = hashlib.sha1(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode("utf-8")).digest()
         if key not in self.first:
             self.first[key] = (path, line)
             return False
