@@ -96,8 +96,9 @@ def _subtitle(metrics: dict) -> str:
         if metrics["n_bootstrap"]
         else "no bootstrap CI"
     )
+    # Two lines: one does not fit the figure's width.
     return (
-        f"mean over prompts; sample set: {metrics['sample_set']}; compat: {metrics['compat']}; {ci}"
+        f"mean over prompts; sample set: {metrics['sample_set']}; compat: {metrics['compat']}\n{ci}"
     )
 
 

@@ -4,8 +4,13 @@ Python entry points (what the CLI runs)::
 
     from analysis.signal_metrics import compute_signal_metrics, write_signal_reports
     metrics = compute_signal_metrics(rows, compat="default", sample_set="both_present_effective",
-                                     n_bootstrap=2000, seed=0, pairs=None)
+                                     n_bootstrap=2000, seed=0, pairs=None, conditions=None)
     write_signal_reports(metrics, "out/signal")
+
+``conditions`` takes ``Condition`` objects (``mopd_eval.contexts``), whose ``label`` and
+``control`` name and group the rows of Table 7 and Figure 4, or names of built-in conditions.
+Without it every condition in the rows is reported. On the command line ``--spec`` gives the
+conditions file the scores were made with, so its labels show in Table 7.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from analysis.aggregate import (
 from analysis.metrics import COMPAT_MODES
 from analysis.reports import OUTPUT_FILES, write_signal_reports
 from analysis.scores import load_scores
+from mopd_eval.contexts import load_spec_file
 from mopd_eval.errors import InputError
 
 __all__ = ["add_arguments", "compute_signal_metrics", "run", "write_signal_reports"]
@@ -77,6 +83,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--conditions", metavar="A,B,...", help="only these conditions (each must be in the file)"
     )
     parser.add_argument(
+        "--spec",
+        metavar="SPEC.yaml",
+        help="conditions file the scores were made with: its labels and control flags name the rows",
+    )
+    parser.add_argument(
         "--pair",
         action="append",
         default=[],
@@ -93,6 +104,12 @@ def run(args: argparse.Namespace) -> int:
         if not conditions:
             raise InputError("--conditions names no condition", field="conditions")
     frame = load_scores(args.scores)
+    if args.spec:
+        # Names stay names where the spec does not define them: they are looked up in the
+        # built-in conditions (or shown as they are).
+        defined = load_spec_file(args.spec)[0]
+        names = conditions if conditions is not None else list(dict.fromkeys(frame.condition))
+        conditions = [defined.get(n, n) for n in names]
     metrics = metrics_from_frame(
         frame,
         compat=args.compat,

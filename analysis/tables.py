@@ -115,7 +115,8 @@ def _notes(metrics: dict) -> str:
     if any(greyed(metrics, c, m) for c in metrics["condition_order"] for m in METRICS):
         notes.append(
             "_†_ (greyed): every prompt of the row has one class only (all successes or all "
-            "failures); Brier there rewards pushing every score one way, so it is never bold."
+            "failures); Brier there rewards pushing every score one way, so it is never bold "
+            "nor starred."
         )
     return " ".join(notes)
 
@@ -128,10 +129,11 @@ def _md_cell(metrics: dict, cond: str, metric: str, best: str | None, digits: in
     text = f"**{mean}**" if best == cond else mean
     if half:
         text += f" ± {half}"
-    if _significant(metrics, cond, metric):
-        text += "*"
+    # A greyed cell is not compared: a one-class Brier differs from base for the wrong reason.
     if greyed(metrics, cond, metric):
         text = f"_{text}_†"
+    elif _significant(metrics, cond, metric):
+        text += "*"
     n = _cell_n(metrics, cond, metric)
     return f"{text} [n={n}]" if n else text
 
@@ -215,10 +217,12 @@ def _tex_cell(metrics: dict, cond: str, metric: str, best: str | None, digits: i
         return "--"
     mean, half = c
     mean_tex = rf"\mathbf{{{mean}}}" if best == cond else mean
-    star = "^{*}" if _significant(metrics, cond, metric) else ""
-    text = f"${mean_tex}{star} \\pm {half}$" if half else f"${mean_tex}{star}$"
-    if greyed(metrics, cond, metric):
-        text = rf"\textcolor{{gray}}{{{text}$^\dagger$}}"
+    grey = greyed(metrics, cond, metric)
+    star = "^{*}" if not grey and _significant(metrics, cond, metric) else ""
+    dagger = "^{\\dagger}" if grey else ""
+    text = f"${mean_tex}{star} \\pm {half}{dagger}$" if half else f"${mean_tex}{star}{dagger}$"
+    if grey:
+        text = rf"\textcolor{{gray}}{{{text}}}"
     n = _cell_n(metrics, cond, metric)
     return rf"{text}\,{{\scriptsize[$n$={n}]}}" if n else text
 
@@ -244,7 +248,10 @@ def _tex_caption(metrics: dict) -> str:
             rf"{MIN_PROMPTS_FOR_SIGNIFICANCE} paired prompts)."
         )
     if any(greyed(metrics, c, m) for c in metrics["condition_order"] for m in METRICS):
-        caption += r" $^\dagger$ (grey): every prompt of the row has one class only; never bold."
+        caption += (
+            r" $^\dagger$ (grey): every prompt of the row has one class only; never bold nor "
+            r"starred."
+        )
     return caption
 
 

@@ -363,3 +363,146 @@ def test_reports_without_base_or_bootstrap(tmp_path):
     assert " ± " not in table  # no CI without a bootstrap
     assert m["paired"] == {}
     assert "*" not in table.replace("**", "")  # bold best stays; no significance marks
+
+
+# --------------------------------------------------------------------------- labels and small samples
+
+
+def test_label_from_a_spec_file_shows_in_table7_and_figure(tmp_path, capsys):
+    from mopd_eval.contexts import load_spec_file
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "conditions:\n  - name: my_cond\n    successes: 3\n    label: Three successes\n"
+        "    control: true\n"
+    )
+    conds, _ = load_spec_file(spec)
+    m = compute_signal_metrics(
+        scores_rows(), n_bootstrap=20, conditions=["base", "2s1f", conds["my_cond"]]
+    )
+    assert m["labels"]["my_cond"] == "Three successes" and m["controls"] == ["my_cond"]
+    assert "| Three successes |" in table7_markdown(m)
+    tex = table7_latex(m)
+    assert tex.index(r"\midrule", tex.index("2 Suc.+1 Failure")) < tex.index("Three successes")
+    ticks = [t.get_text() for t in figure4(m).get_axes()[0].get_xticklabels()]
+    assert ticks == ["Question only", "2 Suc.+1 Failure", "Three successes"]
+    # The CLI on a scores file: --spec names the rows.
+    scores = write_jsonl(tmp_path / "s.jsonl", scores_rows())
+    out = tmp_path / "out"
+    args = ["signal-metrics", "--scores", str(scores), "--out", str(out), "--bootstrap", "10"]
+    assert main([*args, "--spec", str(spec)]) == 0
+    assert "| Three successes |" in (out / "table7.md").read_text()
+    assert main(args) == 0  # without the spec the name itself
+    assert "| my_cond |" in (out / "table7.md").read_text()
+
+
+def _two_prompt_metrics():
+    # Two prompts only: a big, consistent effect whose bootstrap p-value is nonetheless < 0.05.
+    rows = []
+    for p in range(2):
+        for k in range(8):
+            ok = k < 4
+            for c, lift in (("base", 0.0), ("2s1f", 3.0)):
+                rows.append(
+                    {
+                        "condition": c,
+                        "problem_id": p,
+                        "rollout_id": k,
+                        "teacher_score": -1.0 + lift * ok + 0.01 * k,
+                        "reward": float(ok),
+                        "success": ok,
+                        "effective": True,
+                    }
+                )
+    return compute_signal_metrics(rows, n_bootstrap=500, seed=0)
+
+
+def test_no_significance_mark_below_five_prompts():
+    m = _two_prompt_metrics()
+    pair = m["paired"]["2s1f-vs-base"]["spearman"]
+    assert pair["n_prompts"] == 2 and pair["p_value"] < 0.05
+    table = table7_markdown(m)
+    assert "*" not in table.split("\n\n")[0].replace("**", "")
+    assert "at least 5 paired prompts" in table
+    body = table7_latex(m).split(r"\midrule", 1)[1]
+    assert "^{*}" not in body
+
+
+def _feedback_rows():
+    # `feedback` rows are all failures (only failed rollouts carry feedback): one class.
+    rows = scores_rows(n_prompts=10, conditions=("base", "primary"))
+    for r in [r for r in rows if r["condition"] == "base"]:
+        if not r["success"]:
+            rows.append(
+                {**r, "condition": "feedback", "teacher_score": 5.0}
+            )  # sigmoid ~ 1: Brier worst
+            rows.append({**r, "condition": "fb2", "teacher_score": -9.0})  # sigmoid ~ 0: Brier best
+    return rows
+
+
+def test_one_class_brier_is_greyed_and_never_bold():
+    m = compute_signal_metrics(_feedback_rows(), n_bootstrap=0, sample_set="effective")
+    assert m["prompts"]["fb2"]["two_class"] == 0 and m["prompts"]["fb2"]["usable"] > 0
+    brier = {c: m["conditions"][c]["brier_sigmoid"]["mean"] for c in m["condition_order"]}
+    assert min(brier, key=brier.get) == "fb2"  # the lowest Brier belongs to a one-class row ...
+    md = table7_markdown(m)
+    fb2_row = next(ln for ln in md.splitlines() if ln.startswith("| fb2 |"))
+    assert fb2_row.rstrip(" |").endswith("†") and "**" not in fb2_row.split("|")[-2]
+    # ... so the bold Brier goes to a two-class row.
+    rows = [ln.split("|") for ln in md.splitlines() if ln.startswith("| ")]
+    bold_rows = [r[1].strip() for r in rows if "**" in r[-2]]
+    assert bold_rows and "fb2" not in bold_rows and "SDPO feedback" not in bold_rows
+    assert "one class only" in md
+    tex = table7_latex(m)
+    assert r"\textcolor{gray}" in tex
+
+
+def test_cell_prompt_counts_shown_where_they_differ_from_the_row():
+    # Sample set `all` keeps one-class prompts: Brier covers them, the rank metrics do not.
+    m = compute_signal_metrics(scores_rows(n_prompts=20), n_bootstrap=0, sample_set="all")
+    md = table7_markdown(m)
+    lines = {
+        ln.split("|")[1].strip(): ln.split("|") for ln in md.splitlines() if ln.startswith("| ")
+    }
+    shown = 0
+    for cond in m["condition_order"]:
+        row = lines[m["labels"][cond]]
+        assert int(row[2]) == m["prompts"][cond]["usable"]
+        for cell, metric in zip(row[3:-1], m["metrics"], strict=True):
+            n = m["conditions"][cond][metric]["n_prompts"]
+            if n != m["prompts"][cond]["usable"] and n:
+                assert cell.strip().endswith(f"[n={n}]"), (cond, metric, cell)
+                shown += 1
+            else:
+                assert "[n=" not in cell
+    assert shown > 0
+    assert r"{\scriptsize[$n$=" in table7_latex(m)
+
+
+def test_bucket_figure_leaves_out_empty_buckets(metrics):
+    fig = figure4_buckets(metrics)
+    ticks = [t.get_text() for t in fig.get_axes()[0].get_xticklabels()]
+    assert not any(t.startswith("hard") for t in ticks)  # no hard prompt in the default set
+    assert "left out" in fig._suptitle.get_text() and "hard" in fig._suptitle.get_text()
+
+
+def test_figure_leaves_out_a_metric_undefined_everywhere():
+    # Every prompt one-class: AUC and point-biserial are undefined everywhere.
+    rows = [
+        {
+            "condition": "base",
+            "problem_id": p,
+            "rollout_id": k,
+            "teacher_score": 0.1 * k,
+            "reward": 0.1 * k,
+            "success": False,
+            "effective": True,
+        }
+        for p in range(3)
+        for k in range(4)
+    ]
+    m = compute_signal_metrics(rows, n_bootstrap=0, sample_set="all")
+    fig = figure4(m)
+    titles = [ax.get_title() for ax in fig.get_axes()]
+    assert "Success AUC" not in titles and len(titles) == 4
+    assert "Success AUC (undefined everywhere)" in fig._suptitle.get_text()
