@@ -70,7 +70,7 @@ def test_paper_2s1f_renders_byte_for_byte():
     assert c.peer_ids == ["s1", "s3", "f2"]
 
 
-def test_paper_templates_are_the_design_strings():
+def test_paper_templates_are_the_trainer_strings():
     t = PAPER_TEMPLATES
     assert (
         t.reprompt
