@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -154,6 +154,7 @@ def score_rollouts(
     progress: bool = True,
     problems_per_call: int = 4,
     fresh: bool = False,
+    on_scores: Callable[[list[dict], list[np.ndarray]], None] | None = None,
 ) -> tuple[list[dict], ScoringStats]:
     """Score every (condition, target) not yet in ``run``'s log; return all rows and this run's cost.
 
@@ -161,6 +162,8 @@ def score_rollouts(
     7.7% faster for 4 than 1 on the default study here) and are appended when the call returns,
     so a kill loses at most that batch. ``run`` (``mopd_eval.resumable``) refuses to resume scores
     made under another key (templates, conditions, model, ...); ``fresh`` discards them first.
+    ``on_scores(rows, per_token_logprobs)`` sees each batch before its rows are appended (the
+    per-token store of ``--save-token-logprobs`` writes there, so it never lags the log).
     """
     done_rows = run.start(fresh=fresh)
     done = {(r["condition"], r["problem_id"], r["rollout_id"]) for r in done_rows}
@@ -178,6 +181,8 @@ def score_rollouts(
         lps = engine.score([q.prompt_ids for q in reqs], [q.target_ids for q in reqs])
         stats.add(reqs, time.perf_counter() - t0)
         new = [score_row(q, lp) for q, lp in zip(reqs, lps, strict=True)]
+        if on_scores is not None:
+            on_scores(new, list(lps))
         run.append(new)
         rows += new
         bar.update(len(reqs))
