@@ -15,8 +15,9 @@ runner.py, "pre-started sandboxes"):
 4. in the program's process: applies the rlimits (soft == hard, so they cannot be raised), drops
    to the run's uid/gid with no supplementary groups when started as root, tells the parent on
    a pipe that the program starts (the wall clock covers the program, not the interpreter's
-   start-up, as in LiveCodeBench's in-process timing), and executes main.py as ``__main__`` with
-   the interpreter's globals reset, the way ``python -I main.py`` would.
+   start-up, as in LiveCodeBench's in-process timing), makes the process non-dumpable, installs
+   the seccomp filter (sandbox/seccomp.py), and executes main.py as ``__main__`` with the
+   interpreter's globals reset, the way ``python -I main.py`` would.
 
 No-new-privileges is set by bubblewrap, or by setpriv(1) without namespaces.
 """
@@ -33,8 +34,15 @@ RLIMIT_NAMES = {"as": "RLIMIT_AS", "cpu": "RLIMIT_CPU", "fsize": "RLIMIT_FSIZE",
 # (``__main__`` of ``-c``), which are cleared before the program runs.
 BOOT = r'''
 def _mopd_boot():
-    import os, sys, builtins
-    init, uid, ready = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    import os, sys, builtins, ctypes
+    init, uid, ready, filt = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    # Prepared before the program arrives (a pre-started sandbox does this while it waits).
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
+    class FProg(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+    bpf = ctypes.create_string_buffer(bytes.fromhex(filt)) if filt != "-" else None
+    fprog = FProg(len(bpf.raw) // 8, ctypes.addressof(bpf)) if bpf is not None else None
 
     def read_exactly(n):
         chunks = []
@@ -82,6 +90,15 @@ def _mopd_boot():
         os.setgroups([])
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)
+    # Non-dumpable: no other process of the uid may read or write this one's memory or file
+    # descriptors through /proc or ptrace (the harness drivers rely on it).
+    libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE
+    libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS (needed to install a filter unprivileged)
+    if fprog is not None and libc.prctl(22, 2, ctypes.addressof(fprog), 0, 0):  # SECCOMP_MODE_FILTER
+        os.write(2, b"mopd-sandbox: cannot install the seccomp filter: "
+                 + os.strerror(ctypes.get_errno()).encode() + b"\n")
+        os._exit(125)
+    del libc, bpf, fprog, FProg, ctypes
     path = os.path.abspath("main.py")
     sys.argv[:] = ["main.py"]
     os.write(ready, b"!")  # the parent's clock for the program starts now
@@ -116,10 +133,11 @@ READY_FD = "{ready_fd}"  # placeholder in argv for the pipe on which BOOT signal
 
 
 def boot_argv(python: str, *, init: bool, uid: int | None,
-              site_packages: bool = False) -> list[str]:
-    """``python <flags> -c BOOT`` with its arguments."""
+              site_packages: bool = False, seccomp: bytes | None = None) -> list[str]:
+    """``python <flags> -c BOOT`` with its arguments. seccomp: the raw BPF filter the
+    launcher installs in the program's process (sandbox/seccomp.py), or None."""
     return [python, *python_flags(site_packages), "-c", BOOT, "1" if init else "0",
-            "-" if uid is None else str(uid), READY_FD]
+            "-" if uid is None else str(uid), READY_FD, seccomp.hex() if seccomp else "-"]
 
 
 def boot_input(program: bytes, limits: Limits) -> bytes:

@@ -9,6 +9,7 @@ run's uid is used by nothing else) and removed after the run.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import stat
@@ -37,26 +38,54 @@ def make_workdir(root: str | None, owner: int | None) -> str:
 
 def remove_tree(path: str) -> None:
     """Remove ``path`` whatever the program did inside it (read-only dirs, thousands of files,
-    nesting deeper than Python's recursion limit, symlinks pointing outside)."""
-    if not os.path.lexists(path):
+    nesting deeper than Python's recursion limit, symlinks pointing outside), never following
+    a link and never changing anything outside ``path``. Called after the run's processes are
+    dead, so nothing changes under it meanwhile.
+
+    If ``path`` itself is now a link (the program renamed its work dir and left a link in its
+    place), only the link goes; the renamed directory is the uid's and the sweep removes it."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
         return
     # fd-based rmtree never follows symlinks out of the tree.
     with contextlib.suppress(OSError, RecursionError):
-        shutil.rmtree(path, onerror=_make_writable_and_retry)
+        shutil.rmtree(path, onerror=functools.partial(_make_writable_and_retry, path))
     if os.path.lexists(path):
-        # rm(1) walks with fts: no recursion limit.
-        subprocess.run(["rm", "-rf", "--one-file-system", "--", path], check=False,
-                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL)
+        # rm(1) walks with fts: no recursion limit, and it does not follow links either.
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            subprocess.run(["rm", "-rf", "--one-file-system", "--", path], check=False,
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=_RM_TIMEOUT_S)
 
 
-def _make_writable_and_retry(func, path, _exc_info) -> None:  # type: ignore[no-untyped-def]
+_RM_TIMEOUT_S = 60.0
+
+
+def _make_writable_and_retry(root, func, path, _exc_info) -> None:  # type: ignore[no-untyped-def]
+    """rmtree's error hook: a read-only directory *inside* the tree is made writable (through a
+    descriptor opened without following links) and the removal retried. Nothing at or above
+    ``root`` is ever changed."""
     parent = os.path.dirname(path)
+    if not parent.startswith(root.rstrip("/") + "/") and parent != root:
+        return
     try:
-        os.chmod(parent, 0o700)
+        fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return
+    try:
+        os.fchmod(fd, 0o700)
         func(path)
     except OSError:
         pass
+    finally:
+        os.close(fd)
 
 
 def find_owned_files(uid: int, roots: tuple[str, ...] = WORLD_WRITABLE_ROOTS) -> list[str]:
@@ -127,7 +156,36 @@ def sweep_ipc(uid: int) -> list[str]:
                 continue
             rec = dict(zip(cols, fields, strict=True))
             if rec.get("uid") == str(uid) or rec.get("cuid") == str(uid):
-                subprocess.run(["ipcrm", flag, rec[id_col]], check=False,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                with contextlib.suppress(OSError, subprocess.SubprocessError):
+                    subprocess.run(["ipcrm", flag, rec[id_col]], check=False,
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, timeout=10)
                 removed.append(f"{kind}:{rec[id_col]}")
     return removed
+
+
+MQUEUE = "/dev/mqueue"
+
+
+def ensure_mqueue_mounted(mounts_file: str = "/proc/mounts") -> tuple[bool, str]:
+    """Mount the POSIX message queue file system at /dev/mqueue where it is absent (root only),
+    so that queues a run creates with ``mq_open`` can be found by owner and swept like files.
+    Returns (mounted now or before, a note)."""
+    try:
+        with open(mounts_file) as f:
+            if any(line.split()[1:3] == [MQUEUE, "mqueue"] for line in f if line.strip()):
+                return True, f"{MQUEUE} mounted"
+    except OSError as e:
+        return False, f"cannot read {mounts_file}: {e.strerror}"
+    if os.geteuid() != 0:
+        return False, f"{MQUEUE} not mounted and not root"
+    try:
+        os.makedirs(MQUEUE, exist_ok=True)
+        done = subprocess.run(["mount", "-t", "mqueue", "mqueue", MQUEUE], check=False,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, timeout=10)
+    except (OSError, subprocess.SubprocessError) as e:
+        return False, f"cannot mount {MQUEUE}: {e}"
+    if done.returncode != 0:
+        return False, f"cannot mount {MQUEUE}: {done.stderr.decode(errors='replace').strip()}"
+    return True, f"{MQUEUE} mounted by the sandbox"

@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass
 
 from sandbox.boot import boot_argv
+from sandbox.cgroups import CgroupRoot
 from sandbox.config import Limits
 
 SANDBOX_CWD = "/work"  # the program's working directory under bubblewrap
@@ -35,6 +36,8 @@ class Tools:
     setpriv: str | None
     python_roots: tuple[str, ...] = ()  # directories the interpreter needs outside /usr
     site_packages: bool = False  # let programs import from the interpreter's site-packages
+    seccomp: bytes | None = None  # raw BPF the launcher installs (sandbox/seccomp.py)
+    cgroups: CgroupRoot | None = None  # where per-run cgroups are made (sandbox/cgroups.py)
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,8 @@ def build_command(backend: str, tools: Tools, limits: Limits, workdir: str | Non
             raise ValueError("backend none needs a work dir")
         drop, user = drop_privileges(tools, uid)
         return Command(drop + boot_argv(tools.python, init=False, uid=None,
-                                         site_packages=tools.site_packages), user,
+                                         site_packages=tools.site_packages,
+                                         seccomp=tools.seccomp), user,
                        workdir, False)
     if tools.bwrap is None:
         raise ValueError(f"backend {backend} needs bubblewrap")
@@ -128,13 +132,13 @@ def build_command(backend: str, tools: Tools, limits: Limits, workdir: str | Non
         drop, user = drop_privileges(tools, uid)
         argv = drop + [tools.bwrap, *bwrap_args(tools, limits, True), "--",
                        *boot_argv(tools.python, init=True, uid=None,
-                                  site_packages=tools.site_packages)]
+                                  site_packages=tools.site_packages, seccomp=tools.seccomp)]
         return Command(argv, user, "/", True)
     if backend == "bwrap-root":
         if uid is None:
             raise ValueError("bwrap-root needs root")
         argv = [tools.bwrap, *bwrap_args(tools, limits, False), "--",
                 *boot_argv(tools.python, init=True, uid=uid,
-                           site_packages=tools.site_packages)]
+                           site_packages=tools.site_packages, seccomp=tools.seccomp)]
         return Command(argv, None, "/", True)
     raise ValueError(f"unknown backend {backend!r}")

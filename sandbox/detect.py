@@ -18,9 +18,12 @@ import warnings
 from dataclasses import dataclass
 
 from sandbox.boot import python_flags
+from sandbox.cgroups import CgroupRoot, find_root
+from sandbox.cleanup import ensure_mqueue_mounted
 from sandbox.command import Tools
 from sandbox.config import Layer, Limits, SandboxConfig
 from sandbox.execute import execute
+from sandbox.seccomp import filter_or_reason
 from sandbox.uids import UidPool
 
 PROBE = b"import sys\nprint(sys.version.split()[0])\n"
@@ -141,21 +144,48 @@ def choose_python(config: SandboxConfig, need_world: bool) -> tuple[str | None, 
     return None, "no interpreter executable by an unprivileged uid: " + "; ".join(notes)
 
 
-def find_tools(python: str, site_packages: bool = False) -> Tools:
+def find_tools(python: str, site_packages: bool = False, extras: Extras | None = None) -> Tools:
+    extras = extras if extras is not None else Extras()
     return Tools(
         python=python,
         bwrap=shutil.which("bwrap"),
         setpriv=shutil.which("setpriv"),
         python_roots=interpreter_roots(python),
         site_packages=site_packages,
+        seccomp=extras.seccomp,
+        cgroups=extras.cgroups,
     )
+
+
+@dataclass(frozen=True)
+class Extras:
+    """Layers found before the backends are probed: the per-run cgroup root, the seccomp
+    filter, the POSIX message queue mount, each with why it is (not) there."""
+
+    cgroups: CgroupRoot | None = None
+    cgroups_note: str = "not checked"
+    seccomp: bytes | None = None
+    seccomp_note: str = "not checked"
+    mqueue_note: str = ""
+
+
+def find_extras() -> Extras:
+    """Detect the cgroup and seccomp layers (and mount /dev/mqueue where absent, as root)."""
+    cg, cg_note = find_root()
+    # Without a memory cgroup nothing bounds memfd pages, so the filter denies memfd_create.
+    bpf, sc_note = filter_or_reason(deny_memfd=cg is None)
+    if bpf is not None and cg is None:
+        sc_note += "; memfd_create denied too (no memory cgroup bounds it)"
+    mq_note = ensure_mqueue_mounted()[1] if os.geteuid() == 0 else ""
+    return Extras(cg, cg_note, bpf, sc_note, mq_note)
 
 
 def _bwrap_version(bwrap: str | None) -> str:
     if not bwrap:
         return ""
     try:
-        out = subprocess.run([bwrap, "--version"], capture_output=True, text=True, timeout=10)
+        out = subprocess.run([bwrap, "--version"], capture_output=True, text=True, timeout=10,
+                             stdin=subprocess.DEVNULL)
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
@@ -167,14 +197,16 @@ def default_lock_dir() -> str:
     return os.path.join(tempfile.gettempdir(), f"mopd-sandbox-locks-{os.geteuid()}")
 
 
-def detect(config: SandboxConfig, pool: UidPool | None) -> Setup:
+def detect(config: SandboxConfig, pool: UidPool | None, extras: Extras | None = None) -> Setup:
     """Try the configured backends in order of strength and describe the result."""
     root = os.geteuid() == 0
+    extras = extras if extras is not None else find_extras()
     python, py_note = choose_python(config, need_world=root)
     if python is None:
         tools = Tools(python=sys.executable, bwrap=None, setpriv=None)
-        return _describe(config, "none", tools, root, "", {}, py_note, error=py_note)
-    tools = find_tools(python, config.site_packages)
+        return _describe(config, "none", tools, root, "", {}, py_note, error=py_note,
+                         extras=extras)
+    tools = find_tools(python, config.site_packages, extras)
     if config.namespaces == "off":
         candidates: list[str] = []
     elif config.namespaces in ("bwrap-userns", "bwrap-root"):
@@ -190,7 +222,8 @@ def detect(config: SandboxConfig, pool: UidPool | None) -> Setup:
         if why is None:
             version, why = _probe(backend, tools, pool, config)
             if why is None:
-                return _describe(config, backend, tools, root, version, failures, py_note)
+                return _describe(config, backend, tools, root, version, failures, py_note,
+                                 extras=extras)
         failures[backend] = why
     error = None
     if config.namespaces not in ("off", "auto"):
@@ -199,7 +232,8 @@ def detect(config: SandboxConfig, pool: UidPool | None) -> Setup:
     version, why = _probe("none", tools, pool, config)
     if why is not None:
         error = error or f"the interpreter does not run in the sandbox: {why}"
-    return _describe(config, "none", tools, root, version, failures, py_note, error=error)
+    return _describe(config, "none", tools, root, version, failures, py_note, error=error,
+                     extras=extras)
 
 
 def unusable(config: SandboxConfig, error: str) -> Setup:
@@ -227,7 +261,9 @@ def _probe(backend: str, tools: Tools, pool: UidPool | None,
 
 
 def _describe(config: SandboxConfig, backend: str, tools: Tools, root: bool, version: str,
-              failures: dict[str, str], py_note: str, error: str | None = None) -> Setup:
+              failures: dict[str, str], py_note: str, error: str | None = None,
+              extras: Extras | None = None) -> Setup:
+    extras = extras if extras is not None else Extras()
     lim = Limits()
     ns = backend != "none"
     bwrap_version = _bwrap_version(tools.bwrap) if ns else ""
@@ -265,10 +301,25 @@ def _describe(config: SandboxConfig, backend: str, tools: Tools, root: bool, ver
               "memory bombs, CPU burn, huge files, fd exhaustion, fork bombs"),
         uid_layer,
         Layer("private work directory", True,
-              (f"a {lim.disk_mb} MiB tmpfs at /work (and /tmp, /dev/shm), gone with the run"
+              (f"a {lim.disk_mb} MiB tmpfs at /work (and /tmp, /dev/shm), gone with the run; "
+               "a private IPC namespace (System V and POSIX message queues)"
                if ns else "a fresh directory per run, removed afterwards; files the run's uid "
-               "left in /tmp, /var/tmp, /dev/shm, /run/lock and System V IPC are removed"),
+               "left in /tmp, /var/tmp, /dev/shm, /run/lock, POSIX message queues in "
+               f"/dev/mqueue ({extras.mqueue_note or 'not root'}) and System V IPC are removed"),
               "files left behind, disk filling" if ns else "files left behind"),
+        Layer("cgroup v2", extras.cgroups is not None,
+              (f"{extras.cgroups_note}: memory.max = memory_mb for the whole run (memfd, tmpfs "
+               "and shared memory included), memory.swap.max = 0, pids.max, cgroup.kill")
+              if extras.cgroups is not None else
+              f"{extras.cgroups_note}: memory is bounded per process by RLIMIT_AS only (memfd "
+              "denied by the seccomp filter; tmpfs pages count only against their tmpfs size)",
+              "memory outside the address space (memfd, tmpfs, shared memory), fork bombs "
+              "times memory"),
+        Layer("seccomp filter", tools.seccomp is not None,
+              f"{extras.seccomp_note}: keyrings, namespaces, mount, ptrace, io_uring, "
+              "userfaultfd, perf_event_open, bpf and more denied" if tools.seccomp is not None
+              else extras.seccomp_note,
+              "kernel keyrings shared by the uid, nested namespaces, kernel attack surface"),
         Layer("empty environment", True, "env={} (no secrets, no PATH)",
               "reading the caller's environment"),
         Layer("network namespace", ns,
@@ -300,6 +351,10 @@ def _describe(config: SandboxConfig, backend: str, tools: Tools, root: bool, ver
                           "file system is visible")
         if not root:
             causes.append(f"not root: programs run as uid {os.geteuid()}")
+        if extras.cgroups is None:
+            causes.append(f"no per-run cgroup ({extras.cgroups_note})")
+        if tools.seccomp is None:
+            causes.append(f"no seccomp filter ({extras.seccomp_note})")
         warns.append("sandbox layers missing: " + ", ".join(m.name for m in missing) + "; "
                      + "; ".join(causes) + ". Details: python -m sandbox doctor")
     if error:

@@ -20,13 +20,14 @@ import subprocess
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from sandbox.boot import READY_FD, boot_input
+from sandbox.cgroups import RunCgroup
 from sandbox.cleanup import make_workdir, remove_tree, sweep_ipc, sweep_owned_files
 from sandbox.command import Command, Tools, build_command
-from sandbox.config import Limits
+from sandbox.config import Limits, MiB
 from sandbox.result import Result, classify, decode_wrapper_exit
 from sandbox.uids import Lease, UidPool, kill_all
 
@@ -62,19 +63,27 @@ class _Stream:
     truncated: bool = False
     eof: bool = False
 
+    keep: int | None = None  # retain only the last ``keep`` bytes (None: all, up to the cap)
+
     def add(self, chunk: bytes) -> bool:
         """Append within the cap; False once the cap is exceeded."""
         room = self.cap - self.size
         if len(chunk) > room:
-            if self.retain:
-                self.data += chunk[:max(room, 0)]
+            self._retain(chunk[:max(room, 0)])
             self.size = self.cap
             self.truncated = True
             return False
-        if self.retain:
-            self.data += chunk
+        self._retain(chunk)
         self.size += len(chunk)
         return True
+
+    def _retain(self, chunk: bytes) -> None:
+        if not self.retain:
+            return
+        self.data += chunk
+        if self.keep is not None and len(self.data) > 2 * self.keep:
+            del self.data[:-self.keep]  # amortised: trimmed once per `keep` bytes
+            self.truncated = True
 
 
 class Prepared:
@@ -89,6 +98,7 @@ class Prepared:
         self.owner_pid = os.getpid()  # a forked child must not touch its parent's sandboxes
         self.lease: Lease | None = None
         self.workdir: str | None = None
+        self.cgroup: RunCgroup | None = None
         self.sup: _Supervisor | None = None
         self.used = False
         try:
@@ -97,6 +107,9 @@ class Prepared:
             if backend == "none":
                 self.workdir = make_workdir(work_root, uid)
             cmd = build_command(backend, tools, limits, self.workdir, uid)
+            if tools.cgroups is not None and cmd.user is None:
+                self.cgroup = RunCgroup.create(tools.cgroups)
+                cmd = replace(cmd, argv=self.cgroup.join_argv(cmd.argv))
             self.sup = _Supervisor(cmd)
         except BaseException:
             self.discard()
@@ -120,12 +133,19 @@ class Prepared:
         sup = self.sup
         leftovers = None
         try:
+            if self.cgroup is not None:
+                self.cgroup.set_limits(memory_bytes=limits.memory_mb * MiB,
+                                       processes=limits.processes)
             sup.deliver(boot_input(program, limits) + (stdin or b""), limits, watcher)
             sup.supervise()
             sup.stop()
             leftovers = self._empty_uid()
             sup.drain()
-            return sup.result(self.backend, self.uid)
+            res = sup.result(self.backend, self.uid)
+            if (self.cgroup is not None and self.cgroup.oom_kills()
+                    and res.status in ("killed", "runtime_error")):
+                res = replace(res, status="memory_limit")  # the cgroup's memory.max, not a bug
+            return res
         except (OSError, subprocess.SubprocessError, ValueError) as e:
             return sandbox_error(f"{type(e).__name__}: {e}", self.backend)
         finally:
@@ -140,9 +160,11 @@ class Prepared:
 
     def _empty_uid(self) -> dict[int, str]:
         assert self.sup is not None
+        if self.cgroup is not None:
+            self.cgroup.kill()
         if self.lease is None or self.sup.ns_emptied:
             return {}
-        return kill_all(self.lease.uid, self.tools.setpriv)
+        return kill_all(self.lease.uid)
 
     def _release(self, leftovers: dict[int, str] | None) -> None:
         if self.sup is not None:
@@ -151,9 +173,11 @@ class Prepared:
                     self.sup.kill()
                     self.sup.stop()
             self.sup.close()
+        if self.cgroup is not None:
+            self.cgroup.kill()
         if self.lease is not None:
             if leftovers is None:
-                leftovers = kill_all(self.lease.uid, self.tools.setpriv)
+                leftovers = kill_all(self.lease.uid)
             if self.backend == "none":
                 # Only without a mount namespace can the uid have written outside the work dir.
                 sweep_owned_files(self.lease.uid)
@@ -163,6 +187,9 @@ class Prepared:
         if self.workdir is not None:
             remove_tree(self.workdir)
             self.workdir = None
+        if self.cgroup is not None:
+            self.cgroup.remove(1.0)  # else removed by the next Sandbox's start (remove_stale)
+            self.cgroup = None
 
 
 def sandbox_error(message: str, backend: str) -> Result:
@@ -244,7 +271,9 @@ class _Supervisor:
         cap = limits.output_bytes
         retain = getattr(watcher, "retain_stdout", True)
         self.out = _Stream(self.proc.stdout.fileno(), cap, retain)  # type: ignore[union-attr]
-        self.err = _Stream(self.proc.stderr.fileno(), cap)  # type: ignore[union-attr]
+        # A watcher may keep stderr to a smaller tail (one test's cap in a batch of tests).
+        keep = getattr(watcher, "stderr_keep", cap)
+        self.err = _Stream(self.proc.stderr.fileno(), cap, keep=keep)  # type: ignore[union-attr]
         for s in (self.out, self.err):
             os.set_blocking(s.fd, False)
             self.sel.register(s.fd, selectors.EVENT_READ, s)
@@ -386,9 +415,12 @@ class _Supervisor:
         # The leader is not reaped yet, so its pgid cannot have been reused.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        if not self.exited:
+        if not self.exited and not _wait_readable(self.pidfd, 5.0):
+            _pidfd_kill(self.pidfd)
             _wait_readable(self.pidfd, 5.0)
-        _, status, rusage = os.wait4(self.proc.pid, 0)
+        pid, status, rusage = os.wait4(self.proc.pid, os.WNOHANG)
+        if pid == 0:  # never wait without a deadline: report it as the sandbox's failure
+            raise OSError(f"sandbox process {self.proc.pid} did not exit after SIGKILL")
         self.proc.returncode = os.waitstatus_to_exitcode(status)
         self.rusage = rusage
         if not self.t_end:
@@ -482,7 +514,8 @@ class _Supervisor:
             if self.proc.returncode is None:  # failed half-way: do not leave a zombie
                 with contextlib.suppress(OSError):
                     os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(timeout=5.0)
 
 
 class _Spawner:

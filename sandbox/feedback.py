@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 
 FIELD_CHARS = 600  # per input / expected / got / error block
 ERROR_LINES = 12
+_TAIL_CHARS = 1 << 16
 
 _PATH_RE = re.compile(r'File "[^"\n]*/(main\.py|solution\.py)"')
 _BOOTSTRAP_FRAME_RE = re.compile(r'  File "main\.py", line \d+, in <module>\n    exec\(__mopd_code\)\n')
@@ -33,7 +34,8 @@ def truncate(text: str, limit: int = FIELD_CHARS) -> str:
 def error_tail(stderr: str, max_lines: int = ERROR_LINES) -> str:
     """The end of a traceback, with sandbox paths and the harness's own frame removed so the
     same error reads the same on every machine."""
-    text = _PATH_RE.sub(lambda m: f'File "{m.group(1)}"', stderr)
+    # Only the end matters, and a flood of stderr must not be split into lines whole.
+    text = _PATH_RE.sub(lambda m: f'File "{m.group(1)}"', stderr[-_TAIL_CHARS:])
     text = _BOOTSTRAP_FRAME_RE.sub("", text)
     lines = text.rstrip().splitlines()
     if len(lines) > max_lines:

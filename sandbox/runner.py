@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import threading
 import weakref
@@ -52,7 +51,7 @@ class Sandbox:
                 try:
                     if os.geteuid() == 0:
                         self._pool = UidPool(self.config.uid_base, self.config.uid_count,
-                                             default_lock_dir(), shutil.which("setpriv"))
+                                             default_lock_dir())
                         # Leftovers of processes that died while running sandboxes.
                         kill_orphaned_sandboxes()
                         self._pool.recover()

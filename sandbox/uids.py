@@ -2,7 +2,8 @@
 
 A uid of its own per run is what makes the cleanup complete without namespaces: a program can
 leave its process group (``setsid``) or double-fork away from its parent, but it cannot change
-its uid, so ``kill(-1, SIGKILL)`` issued *as that uid* reaches every process it left behind.
+its uid, so SIGKILL to every process of that uid (found in ``/proc``, sent from the parent by
+pidfd) reaches everything it left behind.
 It also makes RLIMIT_NPROC per run rather than shared across workers.
 
 Leases are ``flock`` locks on files in a root-only directory, so concurrent threads and
@@ -18,13 +19,11 @@ import os
 import pwd
 import signal
 import stat
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-KILL_ALL = ("/bin/sh", "-c", "kill -9 -1")
 # State of a uid, written at offset 0 of its lock file (same width: no truncation needed).
 _CLEAN, _IN_USE, _DIRTY = b"clean ", b"in-use", b"dirty "
 
@@ -54,22 +53,36 @@ def processes_of(uid: int) -> dict[int, str]:
     return found
 
 
-def signal_all(uid: int, setpriv: str | None) -> None:
-    """SIGKILL every process of ``uid``: ``kill(-1)`` issued as that uid, which the kernel applies
-    to the whole process list at once, so a fork bomb cannot outrun it."""
-    if setpriv:
-        subprocess.run([setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--",
-                        *KILL_ALL], env={}, cwd="/", stdin=subprocess.DEVNULL,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
-    else:
-        subprocess.run(KILL_ALL, user=uid, group=uid, extra_groups=[], env={}, cwd="/",
-                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, check=False)
+def signal_all(uid: int) -> int:
+    """SIGKILL, from this (root) process, every process whose real uid is ``uid``; returns how
+    many were signalled. Each is addressed by a pidfd opened *before* its uid is checked again,
+    so a pid recycled in between can never be hit. No helper process runs as ``uid``: a program
+    that loops ``kill(-1, SIGSTOP)`` could stop such a helper forever."""
+    n = 0
+    want = b"\nUid:\t%d\t" % uid
+    for pid in processes_of(uid):
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            continue
+        try:
+            with open(f"/proc/{pid}/status", "rb") as f:
+                if want not in f.read(4096):
+                    continue
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+            n += 1
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+    return n
 
 
-def kill_all(uid: int, setpriv: str | None = None, patience_s: float = 2.0) -> dict[int, str]:
-    """Kill every process of ``uid`` and wait until none is alive.
+def kill_all(uid: int, patience_s: float = 2.0) -> dict[int, str]:
+    """Kill every process of ``uid`` and wait until none is alive, within ``patience_s``.
 
+    A pass kills every process the uid has; processes forked during a pass are caught by the
+    next (RLIMIT_NPROC caps how many can appear). SIGKILL also ends stopped processes.
     Returns the processes left: normally empty; zombies (``Z``) when an orphan waits for the
     machine's init to reap it (no code, no memory, but it counts against RLIMIT_NPROC of the
     uid); live ones only if they survived ``patience_s`` of repeated SIGKILL.
@@ -80,7 +93,7 @@ def kill_all(uid: int, setpriv: str | None = None, patience_s: float = 2.0) -> d
     while left and not all(state == "Z" for state in left.values()):
         if time.monotonic() > deadline:
             break
-        signal_all(uid, setpriv)
+        signal_all(uid)
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
         left = processes_of(uid)
@@ -96,8 +109,7 @@ class Lease:
 class UidPool:
     """Hands out uids from ``[base, base + count)``; thread- and process-safe."""
 
-    def __init__(self, base: int, count: int, lock_dir: str, setpriv: str | None = None) -> None:
-        self.setpriv = setpriv
+    def __init__(self, base: int, count: int, lock_dir: str) -> None:
         self.base = base
         self.count = count
         self.lock_dir = lock_dir
@@ -202,7 +214,7 @@ class UidPool:
         work dir a crashed holder could not remove); returns the processes left."""
         from sandbox.cleanup import sweep_ipc, sweep_owned_files  # cleanup is a leaf module
 
-        left = kill_all(uid, self.setpriv)
+        left = kill_all(uid)
         sweep_owned_files(uid)
         sweep_ipc(uid)
         return left
