@@ -334,3 +334,38 @@ def test_dataframe_input_is_checked_like_a_file():
         compute_signal_metrics(broken, n_bootstrap=10)
     with pytest.raises(InputError, match="missing column"):
         compute_signal_metrics(frame.drop(columns=["effective"]))
+
+
+def test_paper_pairwise_accuracy_counts_a_prompt_without_reward_pairs_as_zero():
+    rows = make_rows(("base",), n_prompts=6, seed=5)
+    rows += [row("base", "all-fail", k, 0.1 * k, False) for k in range(8)]  # one reward: no pair
+    d = compute_signal_metrics(rows, n_bootstrap=0, sample_set="all")
+    p = compute_signal_metrics(rows, n_bootstrap=0, sample_set="all", compat="paper")
+    dd, pp = (
+        d["conditions"]["base"]["pairwise_accuracy"],
+        p["conditions"]["base"]["pairwise_accuracy"],
+    )
+    assert pp["n_prompts"] == dd["n_prompts"] + 1
+    per_prompt = pd.DataFrame(p["per_prompt"]).set_index("problem_id")
+    assert per_prompt.loc["all-fail", "pairwise_accuracy"] == 0.0
+
+
+def test_labels_and_controls_come_from_condition_objects():
+    from mopd_eval.contexts import BUILTIN_CONDITIONS, Condition
+
+    rows = make_rows(("base", "2s1f", "mine"), n_prompts=6)
+    mine = Condition("mine", successes=1, label="My context", control=True)
+    m = compute_signal_metrics(
+        rows, n_bootstrap=0, conditions=[mine, "2s1f", BUILTIN_CONDITIONS["base"]]
+    )
+    assert m["condition_order"] == ["base", "2s1f", "mine"]
+    assert m["labels"] == {
+        "base": "Question only",
+        "2s1f": "2 Suc.+1 Failure",
+        "mine": "My context",
+    }
+    assert m["controls"] == ["mine"]
+    # Names only: built-ins by their labels, others by their names, nothing a control.
+    m = compute_signal_metrics(rows, n_bootstrap=0)
+    assert m["labels"]["mine"] == "mine" and m["controls"] == []
+    assert m["prompts"]["2s1f"]["usable"] == m["conditions"]["2s1f"]["brier_sigmoid"]["n_prompts"]
