@@ -23,17 +23,48 @@ _SWEEP_DEPTH = 6
 
 
 def make_workdir(root: str | None, owner: int | None) -> str:
-    """Create a private working directory, owned by ``owner`` (uid and gid) when started as root.
-    The launcher writes main.py into it (boot.py)."""
-    path = tempfile.mkdtemp(prefix="mopd-sbx-", dir=root)
+    """Create a private working directory, owned by ``owner`` (uid and gid) when started as root,
+    inside a container directory of its own (``mopd-sbx-*``) that stays root's: the program
+    cannot rename its work dir or put a link in its place, since it cannot write to the
+    container. Returns the work dir; :func:`remove_workdir` removes both. The launcher writes
+    main.py into the work dir (boot.py)."""
+    container = tempfile.mkdtemp(prefix="mopd-sbx-", dir=root)
+    path = os.path.join(container, "w")
     try:
+        os.chmod(container, 0o711)
+        os.mkdir(path, 0o700)
         if owner is not None and os.geteuid() == 0:
             os.chown(path, owner, owner)
-        os.chmod(path, 0o700)
     except BaseException:
-        remove_tree(path)
+        remove_tree(container)
         raise
     return path
+
+
+def remove_workdir(path: str) -> None:
+    """Remove a work dir made by :func:`make_workdir` with its container."""
+    remove_tree(os.path.dirname(path))
+
+
+def sweep_workdirs(uid: int, root: str | None = None) -> list[str]:
+    """Remove the work dirs of ``uid`` (with their containers) that a process which died
+    mid-run left in ``root`` (default: the system temp dir); returns the containers removed."""
+    base = root or tempfile.gettempdir()
+    removed = []
+    try:
+        names = [n for n in os.listdir(base) if n.startswith("mopd-sbx-")]
+    except OSError:
+        return removed
+    for name in names:
+        container = os.path.join(base, name)
+        try:
+            st = os.lstat(os.path.join(container, "w"))
+        except OSError:
+            continue
+        if st.st_uid == uid and stat.S_ISDIR(st.st_mode):
+            remove_tree(container)
+            removed.append(container)
+    return removed
 
 
 def remove_tree(path: str) -> None:

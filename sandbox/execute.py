@@ -25,7 +25,7 @@ from typing import Protocol
 
 from sandbox.boot import READY_FD, boot_input
 from sandbox.cgroups import RunCgroup
-from sandbox.cleanup import make_workdir, remove_tree, sweep_ipc, sweep_owned_files
+from sandbox.cleanup import make_workdir, remove_workdir, sweep_ipc, sweep_owned_files
 from sandbox.command import Command, Tools, build_command
 from sandbox.config import Limits, MiB
 from sandbox.result import Result, classify, decode_wrapper_exit
@@ -185,7 +185,7 @@ class Prepared:
             self.uid_pool.release(self.lease, leftovers)  # type: ignore[union-attr]
             self.lease = None
         if self.workdir is not None:
-            remove_tree(self.workdir)
+            remove_workdir(self.workdir)
             self.workdir = None
         if self.cgroup is not None:
             self.cgroup.remove(1.0)  # else removed by the next Sandbox's start (remove_stale)

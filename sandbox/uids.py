@@ -212,10 +212,11 @@ class UidPool:
     def _clean_after_crash(self, uid: int) -> dict[int, str]:
         """Kill the uid's processes and remove its files outside work dirs (which include a
         work dir a crashed holder could not remove); returns the processes left."""
-        from sandbox.cleanup import sweep_ipc, sweep_owned_files  # cleanup is a leaf module
+        from sandbox.cleanup import sweep_ipc, sweep_owned_files, sweep_workdirs  # a leaf module
 
         left = kill_all(uid)
         sweep_owned_files(uid)
+        sweep_workdirs(uid)
         sweep_ipc(uid)
         return left
 

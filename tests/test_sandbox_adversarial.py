@@ -13,6 +13,7 @@ import glob
 import os
 import secrets
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -22,7 +23,7 @@ import time
 import pytest
 
 from sandbox import Limits, Result, Sandbox, SandboxConfig, run_assert_tests, run_call_tests
-from sandbox.cleanup import find_owned_files
+from sandbox.cleanup import find_owned_files, remove_tree
 from sandbox.uids import kill_orphaned_sandboxes, processes_of
 
 pytestmark = pytest.mark.filterwarnings("ignore::sandbox.detect.SandboxWarning")
@@ -76,7 +77,7 @@ def workdirs_with_marker(marker: str) -> list[str]:
     found = []
     for d in glob.glob(os.path.join(tempfile.gettempdir(), "mopd-sbx-*")):
         try:
-            with open(os.path.join(d, "main.py"), encoding="utf-8", errors="replace") as f:
+            with open(os.path.join(d, "w", "main.py"), encoding="utf-8", errors="replace") as f:
                 if marker in f.read():
                     found.append(d)
         except OSError:
@@ -574,3 +575,208 @@ def test_threads_and_subprocesses_work(sb):
     assert res.status == "ok", res.stderr
     assert res.stdout == "2500\nhi\n\n"
 
+
+
+# --- memory outside the address space, keyrings, namespaces (seccomp, cgroup, tmpfs caps) ----
+
+LIBC = "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+MEMFD = LIBC + (
+    "fd = os.memfd_create('pin')\n"
+    "chunk = b'x' * 2**20\n"
+    "for i in range(1008):\n"
+    "    os.write(fd, chunk)\n"
+    "print('pinned', i + 1)\n"
+)
+
+
+def test_memfd_cannot_pin_memory_beyond_the_limit(sb):
+    # RLIMIT_AS does not see memfd pages: a per-run memory cgroup bounds them, and without one
+    # the seccomp filter denies memfd_create.
+    res, _ = hostile(sb, MEMFD, Limits(timeout_s=20, memory_mb=128))
+    assert "pinned 1008" not in res.stdout
+    assert res.status in ("memory_limit", "runtime_error", "killed")
+    if sb.setup.tools.cgroups is None:
+        assert "PermissionError" in res.stderr  # memfd_create: EPERM from the filter
+
+
+def test_nested_user_namespace_is_denied(sb):
+    # A user namespace of its own would let the program mount a tmpfs of any size.
+    body = LIBC + (
+        "for flags in (0x10000000, 0x10000000 | 0x00020000, 0x00020000, 0x40000000):\n"
+        "    print(flags, libc.unshare(flags), ctypes.get_errno())\n"
+        "pid = libc.syscall(56, 0x10000000 | 17, 0, 0, 0, 0)  # clone(CLONE_NEWUSER | SIGCHLD)\n"
+        "if pid == 0:\n    os._exit(0)\n"
+        "print('clone', pid, ctypes.get_errno())\n"
+    )
+    res, _ = hostile(sb, body, SHORT)
+    assert res.status == "ok", res.stderr
+    lines = [ln.split() for ln in res.stdout.splitlines()]
+    assert all(rc == "-1" and err == "1" for _, rc, err in lines), res.stdout  # EPERM each
+
+
+def test_private_tmpfs_is_size_capped(sb, request):
+    if not namespaces(sb) and sb.setup.tools.cgroups is None:
+        request.applymarker(pytest.mark.xfail(
+            strict=True, reason="without namespaces /dev/shm is the host's tmpfs, bounded only "
+                                "by a memory cgroup (README)"))
+    body = (
+        "import os\nchunk = b'x' * 2**20\nn = 0\n"
+        "try:\n"
+        "    for k in range(8):\n"
+        "        with open(f'/dev/shm/{MARKER}{k}', 'wb') as f:\n"
+        "            for _ in range(60):\n                f.write(chunk)\n                n += 1\n"
+        "except OSError as e:\n    print('stopped', n, e.errno)\n"
+        "print('wrote', n)\n"
+    )
+    res, marker = hostile(sb, body, Limits(timeout_s=20, memory_mb=256, disk_mb=64))
+    written = int(res.stdout.split("wrote")[-1]) if "wrote" in res.stdout else 0
+    assert res.status != "ok" or written <= 64 + 1, res.stdout
+    assert not glob.glob(f"/dev/shm/{marker}*")
+
+
+SYSCALLS = {  # x86_64 numbers: add_key, request_key, keyctl, io_uring_setup, userfaultfd,
+    "add_key": 248, "request_key": 249, "keyctl": 250, "io_uring_setup": 425,  # ...
+    "userfaultfd": 323, "perf_event_open": 298, "bpf": 321, "mount": 165, "umount2": 166,
+    "unshare": 272, "setns": 308, "ptrace": 101, "pidfd_getfd": 438,
+}
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="syscall numbers are x86_64's")
+def test_seccomp_denies_keyrings_and_kernel_attack_surface(sb):
+    if sb.setup.tools.seccomp is None:
+        pytest.fail(f"no seccomp filter: {sb.setup.layers}")
+    body = LIBC + "".join(
+        f"r = libc.syscall({nr}, 0, 0, 0, 0, 0)\nprint({name!r}, r, ctypes.get_errno())\n"
+        for name, nr in SYSCALLS.items())
+    res, _ = hostile(sb, body, SHORT)
+    assert res.status == "ok", res.stderr
+    got = {name: (rc, err) for name, rc, err in (ln.split() for ln in res.stdout.splitlines())}
+    assert got == {name: ("-1", "1") for name in SYSCALLS}  # EPERM, never ENOSYS or success
+
+
+def test_keys_do_not_persist_between_runs(sb):
+    add = LIBC + (
+        "desc = MARKER.encode()\n"
+        "r = libc.syscall(248, b'user', desc, b'secret', 6, -4)  # add_key(..., USER_KEYRING)\n"
+        "print(r, ctypes.get_errno())\n"
+    )
+    res, marker = hostile(sb, add, SHORT)
+    assert res.stdout.split() == ["-1", "1"]
+    find = LIBC + (
+        f"r = libc.syscall(250, 10, -4, b'user', {marker!r}.encode(), 0)  # KEYCTL_SEARCH\n"
+        "print(r, ctypes.get_errno())\n"
+    )
+    res, _ = hostile(sb, find, SHORT)
+    assert res.stdout.split() == ["-1", "1"]
+
+
+def test_threads_and_subprocesses_still_work_under_the_filter(sb):
+    # glibc starts threads and posix_spawn with clone3; the filter answers ENOSYS so it falls
+    # back to clone, whose flags the filter checks.
+    body = ("import threading, subprocess, sys, multiprocessing\n"
+            "t = threading.Thread(target=print, args=('thread',))\nt.start()\nt.join()\n"
+            "print(subprocess.run([sys.executable, '-c', 'print(7)'], capture_output=True,"
+            " text=True).stdout.strip())\n"
+            "import os\npid = os.fork()\nif pid == 0:\n    os._exit(3)\n"
+            "print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))\n")
+    res = sb.run(body, limits=SHORT)
+    assert res.status == "ok", res.stderr
+    assert res.stdout.split() == ["thread", "7", "3"]
+
+
+# --- the cleanup cannot be stopped, misled or made to leak -----------------------------------
+
+def test_sigstop_loop_daemon_cannot_stall_the_cleanup(sb):
+    body = PRELUDE + (
+        "import signal\n"
+        "if os.fork() == 0:\n    os.setsid()\n"
+        "    while True:\n        try:\n            os.kill(-1, signal.SIGSTOP)\n"
+        "        except OSError:\n            pass\n"
+        "time.sleep(0.3)\nprint('left')\n"
+    )
+    t0 = time.monotonic()
+    res, _ = hostile(sb, body, Limits(timeout_s=2))
+    assert res.status == "timeout"  # the daemon stops the program too; the clock still runs
+    res2 = sb.run("print(2)", limits=SHORT)  # the next run (and its uid lease) is not stuck
+    assert res2.status == "ok" and res2.stdout == "2\n"
+    assert time.monotonic() - t0 < 20
+
+
+def test_posix_message_queues_do_not_outlive_the_run(sb):
+    body = LIBC + (
+        "rt = ctypes.CDLL('librt.so.1', use_errno=True)\n"
+        "rt.mq_open.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p]\n"
+        "fd = rt.mq_open(('/' + MARKER).encode(), os.O_CREAT | os.O_RDWR, 0o600, None)\n"
+        "print(fd, ctypes.get_errno())\n"
+    )
+    res, marker = hostile(sb, body, SHORT)
+    assert res.status == "ok" and int(res.stdout.split()[0]) >= 0, res.stdout + res.stderr
+    assert not os.path.exists(f"/dev/mqueue/{marker}")
+
+
+def test_work_dir_replaced_by_a_link_changes_nothing_outside(sb, tmp_path):
+    # The program tries to move its work dir away and leave a link to a victim dir in its place;
+    # neither the victim, nor the directory holding work dirs, may change.
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("keep")
+    victim.chmod(0o755)
+    tmp_mode = os.stat(tempfile.gettempdir()).st_mode
+    body = (
+        "import os\ncwd = os.getcwd()\n"
+        "try:\n    os.rename(cwd, cwd + '.moved')\n    print('renamed')\n"
+        "except OSError as e:\n    print('rename denied', e.errno)\n"
+        f"try:\n    os.symlink({str(victim)!r}, cwd)\n    print('linked')\n"
+        "except OSError as e:\n    print('link denied', e.errno)\n"
+    )
+    res, _ = hostile(sb, body, SHORT)
+    assert res.status == "ok"
+    assert "renamed" not in res.stdout.split()
+    assert os.stat(tempfile.gettempdir()).st_mode == tmp_mode
+    assert (victim / "keep.txt").read_text() == "keep"
+    assert stat.S_IMODE(os.stat(victim).st_mode) == 0o755
+
+
+def test_remove_tree_never_follows_links(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "f").write_text("x")
+    outside.chmod(0o555)
+    holder = tmp_path / "holder"
+    holder.mkdir()
+    holder.chmod(0o1777)
+    link = holder / "mopd-sbx-link"
+    link.symlink_to(outside)
+    tree = holder / "tree"
+    (tree / "ro").mkdir(parents=True)
+    (tree / "ro" / "into").symlink_to(outside)
+    (tree / "ro").chmod(0o500)
+    remove_tree(str(link))
+    remove_tree(str(tree))
+    assert not link.exists() and not tree.exists()
+    assert (outside / "f").read_text() == "x"
+    assert stat.S_IMODE(outside.stat().st_mode) == 0o555
+    assert stat.S_IMODE(holder.stat().st_mode) == 0o1777
+    outside.chmod(0o755)
+
+
+def test_no_subprocess_without_a_timeout_in_the_sandbox_package():
+    # The kill and the cleanup must never wait forever on a helper (a stopped process, a hung
+    # mount): every subprocess.run in sandbox/ names a timeout.
+    import ast
+
+    pkg = os.path.join(PROJECT, "sandbox")
+    offenders = []
+    for name in sorted(os.listdir(pkg)):
+        if not name.endswith(".py"):
+            continue
+        with open(os.path.join(pkg, name), encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ("run", "call", "check_call", "check_output", "wait")
+                    and isinstance(node.func.value, ast.Name)
+                    and node.func.value.id in ("subprocess", "proc")
+                    and not any(k.arg == "timeout" for k in node.keywords)):
+                offenders.append(f"{name}:{node.lineno}")
+    assert offenders == []
