@@ -114,7 +114,16 @@ def _set_limits(ax, metric: str, lows: np.ndarray, highs: np.ndarray) -> None:
 
 
 def _panels(fig: Figure, n: int) -> list:
-    """``n`` axes on a grid three wide; grid cells beyond ``n`` are removed, not left empty."""
+    """``n`` axes on a grid three wide; grid cells beyond ``n`` are removed, not left empty.
+
+    With ``n == 0`` (no metric defined anywhere, e.g. a study too small for any prompt to have
+    two effective rows) one empty axis says so, so the figure still exists and reads as such.
+    """
+    if n == 0:
+        ax = fig.subplots()
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, "no metric has a defined value (see the title)", ha="center", va="center")
+        return []
     cols = min(n, 3)
     axes = list(fig.subplots((n + cols - 1) // cols, cols, squeeze=False).ravel())
     for ax in axes[n:]:

@@ -110,7 +110,7 @@ def test_every_task_runs_from_its_fixture_into_one_combined_table(all_tasks_run)
             assert s["timings"]["generate_s"] > 0 and s["timings"]["verify_s"] >= 0
             assert (s["feedback"] is None) == s["success"]
         res = json.loads((d / "results.json").read_text())
-        assert res["config"]["task"] == t and res["config"]["seed"] == 3 and res["config"]["n"] == 2
+        assert res["config"]["task"] == t and res["config"]["sampling"]["seed"] == 3 and res["config"]["sampling"]["n"] == 2
         assert res["config"]["data"] == (str(FIX / DATA[t]) if t in DATA else None)
         assert set(res["metrics"]["pass@k"]) == {"1", "2"} and "torch" in res["versions"]
         assert res["counts"]["samples"] == 4
@@ -178,7 +178,7 @@ def test_bad_data_fails_before_the_model_loads_naming_file_and_line(tmp_path, ca
     assert main(args) == 2
     assert f"{bad}:2: malformed JSON" in capsys.readouterr().err
     assert main(["bench", "--task", "aime24", "--out", str(tmp_path / "o")]) == 2
-    assert "needs a local data file" in capsys.readouterr().err
+    assert "aime24 needs data" in capsys.readouterr().err
     assert main(["bench", "--task", "arith,nope", "--out", str(tmp_path / "o")]) == 2
     assert "unknown task 'nope'" in capsys.readouterr().err
     assert main(["bench", "--task", "arith", "--task", "lcb", "--data", "x.jsonl", "--out", str(tmp_path / "o")]) == 2
