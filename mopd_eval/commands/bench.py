@@ -60,8 +60,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"task family; repeat or comma-separate for several ({', '.join(sorted(TASKS))})")
     p.add_argument("--model", default="smollm2-135m", help="HF directory, hub id or alias (default: smollm2-135m)")
     p.add_argument("--engine", choices=["hf", "vllm"], default="hf")
-    p.add_argument("--data", action="append", metavar="[TASK=]PATH",
-                   help="task data file (default: the task's built-in source, where it has one)")
+    p.add_argument("--data", action="append", metavar="[TASK=]DATA",
+                   help="task data: FILE[,FILE...], a GLOB, or hf:NAME[:CONFIG]:SPLIT; with several tasks "
+                        "TASK=DATA (default: the task's built-in source, where it has one; docs/tasks.md)")
     add_sampling_arguments(p)
     p.add_argument("--limit", type=int, help="first N problems of each task only")
     p.add_argument("--chunk", type=int, default=4, help="problems per resumable chunk (default 4)")

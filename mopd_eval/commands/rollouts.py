@@ -16,7 +16,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", required=True, choices=sorted(TASKS), help="task family")
     p.add_argument("--model", default="smollm2-135m", help="HF directory, hub id or alias (default: smollm2-135m)")
     p.add_argument("--engine", choices=["hf", "vllm"], default="hf")
-    p.add_argument("--data", help="task data file (default: the task's built-in source)")
+    p.add_argument("--data", help="task data: FILE[,FILE...], a GLOB, or hf:NAME[:CONFIG]:SPLIT "
+                                  "(default: the task's built-in source; docs/tasks.md)")
     add_sampling_arguments(p)
     p.add_argument("--limit", type=int, help="first N problems only")
     p.add_argument("--chunk", type=int, default=4, help="problems per resumable chunk")

@@ -83,6 +83,13 @@ TASK_SPECS: dict[str, TaskSpec] = {s.name: s for s in [
         TaskOption("--partial-credit", "partial_credit",
                    "lcb: run every test (not stopping at the first failure) so partial credit is exact",
                    None, False, action="store_true"),
+        TaskOption("--lcb-prompt-style", "prompt_style",
+                   "lcb: prompt wording: 'lcb' = lcb_runner's generic chat prompt (system + user turn, as "
+                   "the leaderboard), 'mopd' = this project's earlier single user turn (default lcb)", str, "lcb"),
+        TaskOption("--lcb-code-extraction", "code_extraction",
+                   "lcb: how the program is cut from a response: 'lcb' = LiveCodeBench's rule (lines between "
+                   "the last two lines containing ```; fewer than two: empty), 'general' = the last closed "
+                   "Python block (default lcb)", str, "lcb"),
         CODE_TIMEOUT, WORKERS,
     ), max_tokens=2048),
     TaskSpec("aime24", "mopd_eval.tasks.math_tasks:AIME24Task", (MATH_TIMEOUT,), max_tokens=2048),
@@ -92,7 +99,10 @@ TASK_SPECS: dict[str, TaskSpec] = {s.name: s for s in [
         MATH_TIMEOUT,
         TaskOption("--min-difficulty", "min_difficulty", "deepmath: keep problems with difficulty >= this", float),
     ), max_tokens=2048),
-    TaskSpec("sciknoweval", "mopd_eval.tasks.sciknoweval:SciKnowEvalTask", max_tokens=1024),
+    TaskSpec("sciknoweval", "mopd_eval.tasks.sciknoweval:SciKnowEvalTask", (
+        TaskOption("--sciknoweval-levels", "levels", "sciknoweval: comma-separated levels kept (default L3)",
+                   lambda text: tuple(x.strip() for x in text.split(",") if x.strip()), ("L3",)),
+    ), max_tokens=1024),
     TaskSpec("toolalpaca", "mopd_eval.tasks.toolalpaca:ToolAlpacaTask"),
 ]}
 TASKS: dict[str, str] = {name: s.target for name, s in TASK_SPECS.items()}
