@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mopd_eval.errors import InputError
-from mopd_eval.records import Rollout, group_rollouts
+from mopd_eval.records import Rollout, group_rollouts, is_transcript
 
 Placement = Literal["chat", "flat"]
 PeerOrder = Literal["group", "random"]
@@ -329,6 +329,10 @@ def render_teacher_prompt(
     if placement == "chat":
         return tokenizer.apply_chat_template(teacher_messages(target, ctx), tokenize=False, add_generation_prompt=True)
     if placement == "flat":
+        if is_transcript(target):
+            # The prompt already is the decoded transcript (a verl import): the reprompt puts the
+            # blocks and the closing line after it, which is the whole flat prompt.
+            return ctx.reprompt
         student = teacher_messages(target, _no_blocks(ctx, target))
         ids = tokenizer.apply_chat_template(student, tokenize=True, add_generation_prompt=True)
         if isinstance(ids, dict) or hasattr(ids, "input_ids"):

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 from mopd_eval.contexts import (
-    BUILTIN_TEMPLATES,
-    TeacherContext,
-    TemplateSet,
     build_contexts,
     context_row,
     load_spec_file,
     render_teacher_prompt,
     resolve_conditions,
+    resolve_templates,
 )
 from mopd_eval.errors import InputError
 from mopd_eval.jsonl import write_jsonl_atomic
-from mopd_eval.records import Rollout, is_transcript, placement_for, read_rollouts
+from mopd_eval.records import placement_for, read_rollouts
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -38,19 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, default=1.0, help="success threshold when records omit success")
 
 
-def _teacher_prompt(target: Rollout, ctx: TeacherContext, tokenizer: Any, placement: str, templates: TemplateSet) -> str:
-    if placement == "flat" and is_transcript(target):
-        # The transcript already is the student's prompt as the flat placement renders it; the
-        # reprompt puts the blocks and closing line after it, which is the whole flat prompt.
-        return ctx.reprompt
-    return render_teacher_prompt(target, ctx, tokenizer, placement, templates)
-
-
 def run(args: argparse.Namespace) -> int:
     extra_conds, extra_temps = load_spec_file(args.spec) if args.spec else ({}, {})
-    templates = {**BUILTIN_TEMPLATES, **extra_temps}
-    if args.templates not in templates:
-        raise InputError(f"unknown template set {args.templates!r}; known: {', '.join(templates)}", field="--templates")
+    templates = resolve_templates(args.templates, extra_temps)
     names = [n.strip() for n in args.conditions.split(",") if n.strip()]
     if not names:
         raise InputError("no condition given", field="--conditions")
@@ -65,11 +52,11 @@ def run(args: argparse.Namespace) -> int:
 
         tokenizer = load_tokenizer(args.tokenizer)
     rows = []
-    for target, ctx in build_contexts(rollouts, conditions, templates[args.templates], order=args.order, seed=args.seed):
+    for target, ctx in build_contexts(rollouts, conditions, templates, order=args.order, seed=args.seed):
         row = context_row(target, ctx)
         row["placement"] = placement
         if tokenizer is not None:
-            row["teacher_prompt"] = _teacher_prompt(target, ctx, tokenizer, placement, templates[args.templates])
+            row["teacher_prompt"] = render_teacher_prompt(target, ctx, tokenizer, placement, templates)
         row["target_response"] = target.response
         rows.append(row)
     n = write_jsonl_atomic(args.out, rows)
