@@ -77,6 +77,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="discard the teacher scores in OUT/work/ and score everything again "
         "(without it a rerun resumes: only missing scores are computed)",
     )
+    p.add_argument("--save-token-logprobs", action=argparse.BooleanOptionalAction, default=False,
+                   help="keep every row's per-token teacher log-probs in OUT/token_logprobs.npz for "
+                   "`mopd-eval tokens` (docs/tokens.md; default off: it adds about a third to the run's disk)")
 
 
 @dataclass
@@ -148,11 +151,16 @@ def run(args: argparse.Namespace) -> int:
     engine = make_engine(args.engine, args.model)
     load_s = time.perf_counter() - t0
     out = Path(args.out)
+    from analysis.token_logprobs import TokenStore
+
+    store = TokenStore(out / WORK_DIR, fresh=args.rescore) if args.save_token_logprobs else None
     with score_run(out, key) as run_:
         # A fresh clone scores the study itself rather than reusing the committed scores.
         rows, stats = score_rollouts(engine, inputs.rollouts, inputs.conditions, run_, placement=inputs.placement,
                                      templates=inputs.templates, order=args.order, seed=args.seed,
-                                     fresh=args.rescore)
+                                     fresh=args.rescore, on_scores=store and store.on_scores)
+        if store:
+            store.finish(out, rows, engine, inputs, args)
         write_text_atomic(out / WORK_DIR / ".gitignore", "*\n")
         total = add_timing(out / WORK_DIR / "teacher_scores.timing.json", stats)
     write_jsonl_atomic(out / "teacher_scores.jsonl", rows)
@@ -176,7 +184,8 @@ def _command_line(args: argparse.Namespace) -> str:
     add_arguments(parser)
     defaults = vars(parser.parse_args([]))
     return "mopd-eval signal" + "".join(
-        f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+        (f" --{'' if v else 'no-'}{k.replace('_', '-')}" if isinstance(v, bool) else f" --{k.replace('_', '-')} {v}")
+        for k, v in vars(args).items()
         if k in defaults and k != "rescore" and v is not None and v != defaults[k]
     )
 
