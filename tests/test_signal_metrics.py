@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from analysis.figures import figure4, figure4_buckets
+from analysis.metric_specs import METRICS
 from analysis.reports import OUTPUT_FILES
 from analysis.scores import read_scores
 from analysis.signal_metrics import compute_signal_metrics, write_signal_reports
@@ -321,7 +322,7 @@ def test_table7_formats(metrics):
         "ci_high",
         "n_prompts",
     ]
-    assert len(csv) == 6 * len(metrics["condition_order"])
+    assert len(csv) == len(METRICS) * len(metrics["condition_order"])
     got = csv.set_index(["condition", "metric"]).loc[("2s1f", "kendall")]
     exp = metrics["conditions"]["2s1f"]["kendall"]
     assert (
@@ -341,7 +342,7 @@ def test_table7_formats(metrics):
 def test_figures_have_the_paper_layout(metrics):
     fig = figure4(metrics)
     axes = fig.get_axes()
-    assert len(axes) == 6
+    assert len(axes) == len(METRICS)
     titles = [ax.get_title() for ax in axes]
     assert titles[-1] == "Brier (sigmoid) (lower is better)"
     assert [t.get_text() for t in axes[0].get_xticklabels()] == [
@@ -350,7 +351,7 @@ def test_figures_have_the_paper_layout(metrics):
     base_mean = metrics["conditions"]["base"]["spearman"]["mean"]
     dashed = [ln for ln in axes[0].get_lines() if ln.get_linestyle() == "--"]
     assert any(np.allclose(ln.get_ydata(), base_mean) for ln in dashed)
-    assert len(figure4_buckets(metrics).get_axes()) == 6
+    assert len(figure4_buckets(metrics).get_axes()) == len(METRICS)
 
 
 def test_reports_without_base_or_bootstrap(tmp_path):
@@ -504,5 +505,6 @@ def test_figure_leaves_out_a_metric_undefined_everywhere():
     m = compute_signal_metrics(rows, n_bootstrap=0, sample_set="all")
     fig = figure4(m)
     titles = [ax.get_title() for ax in fig.get_axes()]
-    assert "Success AUC" not in titles and len(titles) == 4
+    # One class everywhere: the two success-label metrics but Brier have nothing to draw.
+    assert "Success AUC" not in titles and "Point-biserial r" not in titles and len(titles) == len(METRICS) - 2
     assert "Success AUC (undefined everywhere)" in fig._suptitle.get_text()
