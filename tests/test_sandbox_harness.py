@@ -295,3 +295,57 @@ def test_map_run_propagates_errors_and_validates():
     with pytest.raises(ValueError):
         map_run([lambda: 1], workers=0, progress=False)
     assert map_run([], progress=False) == []
+
+
+# --- totality and memory bounds of everything that parses program output ------------------------
+
+@given(st.text(), st.sampled_from(["1", "1.5 2", "sNaN", "NaN", "abc", "", "1\n2"]))
+def test_stdout_matches_is_total(got, want):
+    assert stdout_matches(got, want) in (True, False)
+
+
+@pytest.mark.parametrize("got", ["sNaN", "-sNaN", "sNaN1", "NaN", "Infinity", "1e999999999999999999",
+                                 "0e-99999999999999999999", "1_000", "٣"])
+def test_stdout_matches_odd_numbers_never_raise(got):
+    assert stdout_matches(got, "1") is False
+    assert stdout_matches(got + " 2", "1 2") is False
+
+
+def _peak_mib(fn) -> float:
+    import gc
+    import tracemalloc
+
+    gc.collect()
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
+
+
+def test_stdout_comparison_memory_is_bounded():
+    many_tokens = "1 " * (8 << 20)  # a 16 MiB line: a Decimal per token would cost > 1 GB
+    newlines = "\n" * (16 << 20)
+    assert _peak_mib(lambda: stdout_matches(many_tokens, "1 1")) < 40
+    assert _peak_mib(lambda: stdout_matches(newlines + "1", "1\n1")) < 40
+    assert _peak_mib(lambda: json_values_equal("[" * 200000, [1])) < 40
+
+
+def test_call_batch_stderr_is_kept_to_one_tests_cap(sb):
+    # Both tests flood stderr with newlines; the parent keeps one test's cap of it (the tail),
+    # and the feedback reads only its end.
+    program = ("import os\nclass Solution:\n    def f(self, x):\n"
+               "        os.write(2, b'\\n' * (3 << 20))\n        raise ValueError('boom')\n")
+    limits = Limits(timeout_s=5, output_bytes=4 << 20)
+
+    def run():
+        return run_call_tests(program, "f", [("1", "1"), ("2", "2")], limits, sandbox=sb,
+                              stop_at_first_failure=False)
+
+    holder = []
+    peak = _peak_mib(lambda: holder.append(run()))
+    res = holder[0]
+    assert [t.status for t in res.tests] == ["runtime_error", "runtime_error"]
+    assert "ValueError: boom" in res.feedback
+    assert peak < 6 * 4  # a small multiple of the per-test cap (it was 1.25 GB)

