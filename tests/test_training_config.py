@@ -26,7 +26,8 @@ def test_precedence_defaults_algo_file_overrides(tmp_path):
 
 
 @pytest.mark.parametrize("algo,teacher,condition", [("grpo", "none", "base"), ("opd", "external", "base"),
-                                                    ("sdpo", "ema", "sdpo"), ("mopd", "ema", "2s1f")])
+                                                    ("sdpo", "ema", "sdpo"), ("mopd", "ema", "2s1f"),
+                                                    ("mopd-s", "ema", "mopd-s")])
 def test_algorithm_defaults(algo, teacher, condition):
     extra = ["teacher_model_name_or_path=somewhere"] if algo == "opd" else []
     cfg = load_config(None, extra, algo=algo)

@@ -62,6 +62,8 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {a.name: a for a in [
                   "self-distillation: the EMA teacher sees the first successful sibling and/or the feedback"),
     AlgorithmSpec("mopd", "ema", "2s1f", "distill",
                   "multi-rollout OPD: the teacher sees two successful siblings and one failure"),
+    AlgorithmSpec("mopd-s", "ema", "mopd-s", "distill",
+                  "multi-rollout OPD, success-only: the teacher sees two successful siblings, no failure"),
 ]}
 
 
