@@ -99,6 +99,11 @@ TASK_SPECS: dict[str, TaskSpec] = {s.name: s for s in [
         MATH_TIMEOUT,
         TaskOption("--min-difficulty", "min_difficulty", "deepmath: keep problems with difficulty >= this", float),
     ), max_tokens=2048),
+    TaskSpec("gsm8k", "mopd_eval.tasks.gsm8k:GSM8KTask", (
+        MATH_TIMEOUT,
+        TaskOption("--gsm8k-answer-marker", "answer_marker",
+                   "gsm8k: the gold answer is the number after the last such marker (default ####)", str, "####"),
+    ), max_tokens=1024),
     TaskSpec("sciknoweval", "mopd_eval.tasks.sciknoweval:SciKnowEvalTask", (
         TaskOption("--sciknoweval-levels", "levels", "sciknoweval: comma-separated levels kept (default L3)",
                    lambda text: tuple(x.strip() for x in text.split(",") if x.strip()), ("L3",)),
