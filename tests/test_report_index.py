@@ -47,3 +47,20 @@ def test_index_lists_signal_and_diversity_headlines(tmp_path):
     r = json.loads(committed.read_text())["metrics"]
     row = f"| {r['mean@8']:.3f} | {r['pass@k']['1']:.3f} | {r['pass@k']['8']:.3f} |"
     assert row in (reports / "README.md").read_text()
+
+
+def test_report_never_overwrites_a_foreign_readme_nor_creates_folders(tmp_path, capsys):
+    from mopd_eval.cli import main
+
+    study = tmp_path / "signal"
+    study.mkdir()
+    (study / "README.md").write_text("# Teacher-signal study\n")
+    assert main(["report", "--reports", str(study)]) == 2
+    assert "not an index" in capsys.readouterr().err
+    assert (study / "README.md").read_text() == "# Teacher-signal study\n"
+    assert main(["report", "--reports", str(tmp_path / "nope")]) == 2
+    assert not (tmp_path / "nope").exists()
+    fresh = tmp_path / "reports"
+    fresh.mkdir()
+    assert main(["report", "--reports", str(fresh)]) == 0
+    assert main(["report", "--reports", str(fresh)]) == 0  # its own index is rewritten
