@@ -8,6 +8,7 @@ dropped (and reported) on the next read.
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import os
@@ -43,27 +44,53 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
-def iter_jsonl(path: str | Path, *, allow_torn_tail: bool = False) -> Iterator[tuple[int, dict]]:
-    """Yield ``(line_number, object)`` for each non-blank line (1-based line numbers).
+def read_bytes(path: str | Path) -> bytes:
+    """The bytes of ``path``, gunzipped when they start with gzip's magic (whatever the name).
 
-    Raises ``InputError`` naming file and line for a line that is not a JSON object. With
-    ``allow_torn_tail`` a last line without a trailing newline that does not parse is treated as
-    the remains of a killed writer and skipped (used by resumable logs).
+    A missing file, a directory or an unreadable gzip stream is one ``InputError`` naming it.
     """
     path = Path(path)
     if not path.exists():
         raise InputError("file not found", path=path)
-    with path.open("r", encoding="utf-8") as f:
-        lines = f.readlines()
-    for i, raw in enumerate(lines, start=1):
+    if path.is_dir():
+        raise InputError("is a directory, expected a file", path=path)
+    data = path.read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as e:
+            raise InputError(f"gzip data that cannot be decompressed ({e})", path=path) from None
+    return data
+
+
+def iter_jsonl(path: str | Path, *, allow_torn_tail: bool = False) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line_number, object)`` for each non-blank line (1-based line numbers).
+
+    Raises ``InputError`` naming file and line for a line that is not UTF-8 or not a JSON object
+    (gzip files are read as they are). With ``allow_torn_tail`` a last line without a trailing
+    newline that does not parse is treated as the remains of a killed writer and skipped (used
+    by resumable logs).
+    """
+    path = Path(path)
+    lines = read_bytes(path).splitlines(keepends=True)
+    for i, raw_bytes in enumerate(lines, start=1):
+        torn = allow_torn_tail and i == len(lines) and not raw_bytes.endswith(b"\n")
+        try:
+            raw = raw_bytes.decode("utf-8")
+        except UnicodeDecodeError as e:
+            if torn:
+                return
+            raise InputError(f"not UTF-8 text (byte {e.start} of the line)", path=path, line=i) from None
         if not raw.strip():
             continue
         try:
             obj = json.loads(raw)
         except json.JSONDecodeError as e:
-            if allow_torn_tail and i == len(lines) and not raw.endswith("\n"):
+            if torn:
                 return
             raise InputError(f"malformed JSON ({e.msg} at column {e.colno})", path=path, line=i) from None
+        except RecursionError:
+            raise InputError("JSON nested too deeply", path=path, line=i) from None
         if not isinstance(obj, dict):
             raise InputError(f"expected a JSON object, got {type(obj).__name__}", path=path, line=i)
         yield i, obj

@@ -21,6 +21,7 @@ first and a failure there leaves no record behind that would block the corrected
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -80,6 +81,56 @@ def merge_keys(old: Mapping[str, Any], new: Mapping[str, Any], extendable: Seque
     return out
 
 
+class RunLock:
+    """One writer per output: a second process is refused at once, naming the holder.
+
+    The lock is ``fcntl``-based (``filelock``), so a killed holder never leaves a stale lock. A
+    folder that did not exist before is removed again on release when the run wrote nothing
+    else into it, so a run that fails before its first result leaves nothing behind.
+    """
+
+    def __init__(self, path: str | Path, *, what: str = "run", flag: str = "--out") -> None:
+        self.path, self.what, self.flag = Path(path), what, flag
+        self.owner = self.path.with_name(self.path.name + ".owner")
+        self._lock: FileLock | None = None
+        self._made: list[Path] = []
+
+    def acquire(self) -> None:
+        missing = [p for p in [self.path.parent, *self.path.parent.parents] if not p.exists()]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._made = missing  # innermost first
+        lock = FileLock(self.path, timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            holder = self.owner.read_text().strip() if self.owner.exists() else "unknown"
+            raise InputError(f"another {self.what} is writing here ({holder}); wait for it or use another "
+                             f"{self.flag}", path=self.path.parent) from None
+        self._lock = lock
+        self.owner.write_text(f"pid {os.getpid()} on {socket.gethostname()}: {' '.join(sys.argv)[:200]}\n")
+
+    def release(self) -> None:
+        if self._lock is None:
+            return
+        self.owner.unlink(missing_ok=True)
+        self._lock.release()
+        self._lock = None
+        for d in self._made:
+            left = [p for p in d.iterdir()] if d.exists() else []
+            if left and left != [self.path]:
+                break
+            self.path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                d.rmdir()
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 class ResumableRun:
     """A long run whose rows are appended to ``log_path`` under the content ``key``.
 
@@ -94,36 +145,13 @@ class ResumableRun:
         self.log_path, self.record_path = Path(log_path), Path(record_path)
         self.final_path = Path(final_path) if final_path is not None else None
         self.key, self.extendable, self.what, self.flag = dict(key), tuple(extendable), what, flag
-        self._lock: FileLock | None = None
+        self._lock = RunLock(self.record_path.with_name(self.record_path.name + ".lock"), what=what, flag=flag)
         self._log: AppendLog | None = None
+        self._record_pending = False  # written with the first results, so a failed start leaves none
         self.recovered_rows = 0  # rows found on disk from an earlier, interrupted run
 
-    # ---- lock -----------------------------------------------------------------------------
-
-    @property
-    def lock_path(self) -> Path:
-        return self.record_path.with_name(self.record_path.name + ".lock")
-
-    def _owner_path(self) -> Path:
-        return self.record_path.with_name(self.record_path.name + ".owner")
-
-    def _acquire(self) -> None:
-        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(self.lock_path, timeout=0)
-        try:
-            lock.acquire()
-        except Timeout:
-            holder = self._owner_path().read_text().strip() if self._owner_path().exists() else "unknown"
-            raise InputError(f"another {self.what} is writing here ({holder}); wait for it or use another "
-                             f"{self.flag}", path=self.record_path.parent) from None
-        self._lock = lock
-        self._owner_path().write_text(f"pid {os.getpid()} on {socket.gethostname()}: {' '.join(sys.argv)[:200]}\n")
-
     def release(self) -> None:
-        if self._lock is not None:
-            self._owner_path().unlink(missing_ok=True)
-            self._lock.release()
-            self._lock = None
+        self._lock.release()
 
     def __enter__(self) -> ResumableRun:
         return self
@@ -146,7 +174,7 @@ class ResumableRun:
 
     def start(self, *, fresh: bool = False) -> list[dict]:
         """Lock, check the key against an earlier run, write the record; return the rows done."""
-        self._acquire()
+        self._lock.acquire()
         try:
             if fresh:
                 self.discard()
@@ -166,7 +194,7 @@ class ResumableRun:
             if results:
                 raise InputError(f"results without their run record {self.record_path.name}; delete them or "
                                  f"use another {self.flag}", path=results[0])
-            write_json_atomic(self.record_path, {"key": self.key, "key_sha256": key_sha256(self.key)})
+            self._record_pending = True
             return
         try:
             record = json.loads(self.record_path.read_text(encoding="utf-8"))
@@ -182,12 +210,21 @@ class ResumableRun:
             raise InputError(
                 f"this {self.what} was started with other settings: " + "; ".join(changes)
                 + f". Rerun with --rescore to start over, or use a new {self.flag}", path=self.record_path)
-        self.key = merge_keys(old, self.key, self.extendable)
-        write_json_atomic(self.record_path, {"key": self.key, "key_sha256": key_sha256(self.key)})
+        merged = merge_keys(old, self.key, self.extendable)
+        self._record_pending = merged != old
+        self.key = merged
+
+    def _write_record(self) -> None:
+        if self._record_pending:
+            write_json_atomic(self.record_path, {"key": self.key, "key_sha256": key_sha256(self.key)})
+            self._record_pending = False
 
     def append(self, rows: Iterable[dict]) -> None:
         if self._log is None:
             raise RuntimeError("append() before start() or after finish()")
+        rows = list(rows)
+        if rows:
+            self._write_record()
         self._log.append(rows)
 
     def rewrite(self, rows: Iterable[dict]) -> None:
@@ -205,6 +242,9 @@ class ResumableRun:
             return self.final_path or self.log_path
         if self._log is None:
             raise RuntimeError("finish() before start()")
+        self._write_record()
+        if not self.log_path.exists():  # nothing was left to do: an empty but finished run
+            self.log_path.touch()
         os.replace(self.log_path, self.final_path)
         self._log = None
         return self.final_path

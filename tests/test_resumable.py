@@ -38,14 +38,17 @@ def test_fresh_discards_and_rekeys(tmp_path):
         run.append([{"i": 1}])
     with make(tmp_path, {"seed": 2}) as run:
         assert run.start(fresh=True) == []
+        run.append([{"i": 2}])
     assert json.loads((tmp_path / "run.json").read_text())["key"] == {"seed": 2}
 
 
 def test_extendable_mapping_grows_but_a_changed_entry_is_refused(tmp_path):
     with make(tmp_path, {"conditions": {"a": {"k": 1}}}, extendable=("conditions",)) as run:
         run.start()
+        run.append([{"condition": "a"}])
     with make(tmp_path, {"conditions": {"b": {"k": 2}}}, extendable=("conditions",)) as run:
         run.start()
+        run.append([{"condition": "b"}])
     key = json.loads((tmp_path / "run.json").read_text())["key"]
     assert key["conditions"] == {"a": {"k": 1}, "b": {"k": 2}}
     with pytest.raises(InputError, match=r"conditions\.a: \{\"k\": 1\} -> \{\"k\": 3\}"), \
@@ -105,3 +108,35 @@ def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
         p.join(30)
     with make(tmp_path, {"x": 1}) as run:  # released: the next run goes on
         run.start()
+
+
+def test_readers_name_file_and_line_for_bytes_gzip_and_directories(tmp_path):
+    import gzip
+
+    from mopd_eval.jsonl import iter_jsonl
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"a": 1}\n{"b": "\xff\xfe"}\n')
+    with pytest.raises(InputError, match=r"bad\.jsonl:2: not UTF-8"):
+        list(iter_jsonl(bad))
+    gz = tmp_path / "rows.jsonl"  # gzip under a plain name: detected by content
+    gz.write_bytes(gzip.compress(b'{"a": 1}\n{"a": 2}\n'))
+    assert [o["a"] for _, o in iter_jsonl(gz)] == [1, 2]
+    with pytest.raises(InputError, match="is a directory"):
+        list(iter_jsonl(tmp_path))
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text("[" * 200000 + "\n")
+    with pytest.raises(InputError, match="deep.jsonl:1"):
+        list(iter_jsonl(deep))
+
+
+def test_a_run_that_fails_before_its_first_result_leaves_nothing(tmp_path):
+    out = tmp_path / "new" / "out"
+    with pytest.raises(RuntimeError), ResumableRun(out / "log.jsonl", out / "run.json", {"x": 1}) as run:
+        run.start()
+        raise RuntimeError("the model failed to load")
+    assert not (tmp_path / "new").exists()
+    with ResumableRun(out / "log.jsonl", out / "run.json", {"x": 2}) as run:  # a corrected rerun is not refused
+        run.start()
+        run.append([{"i": 1}])
+    assert json.loads((out / "run.json").read_text())["key"] == {"x": 2}

@@ -20,8 +20,9 @@ from safetensors.torch import load_file
 from tiny_model import make_tiny_model
 
 from mopd_eval.contexts import BUILTIN_CONDITIONS, build_context, render_teacher_prompt
-from mopd_eval.records import Rollout
+from mopd_eval.errors import InputError
 from mopd_eval.pipeline import chat_prompt_ids
+from mopd_eval.records import Rollout
 from training.config import TRAINING_CONDITIONS, load_config
 from training.synthetic_task import StartsWithTask
 from training.trainer import Trainer, train
@@ -230,3 +231,12 @@ def test_one_step_with_each_option_updates_the_weights(algo, extra, key, primed,
     before = load_file(primed / "student" / "model.safetensors")
     after = load_file(last / "model.safetensors")
     assert max(float((after[k] - before[k]).abs().max()) for k in before) > 1e-4
+
+
+def test_a_second_trainer_on_the_same_output_dir_is_refused(primed, tmp_path):
+    cfg = load_config(_write_config(tmp_path / "c.yaml", primed / "student", tmp_path / "run", max_steps=1), algo="grpo")
+    first = Trainer(cfg)
+    with pytest.raises(InputError, match=r"another training run is writing here \(pid \d+"):
+        Trainer(cfg)
+    first.train()
+    Trainer(cfg)  # released by the finished run

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from mopd_eval.errors import InputError
 from mopd_eval.jsonl import write_json_atomic
 from mopd_eval.pipeline import SamplingConfig, sample_and_verify
+from mopd_eval.resumable import RunLock
 from mopd_eval.tasks import TASKS, get_task
 from mopd_eval.tasks.base import Problem
 from mopd_eval.versions import package_versions
@@ -117,6 +118,26 @@ class Trainer:
         self.cfg, self.spec = cfg, cfg.spec
         self.info = self._setup_distributed(info)
         self.output_dir = Path(cfg.output_dir)
+        # One writer per output_dir, taken before minutes of model loading (released by train()).
+        self._lock = RunLock(self.output_dir / ".mopd-eval.lock", what="training run", flag="output_dir")
+        if self.info.is_main:
+            self._lock.acquire()
+        try:
+            self._setup(task)
+        except BaseException:
+            self._lock.release()
+            raise
+        self.update_ctx = UpdateContext(self.policy, self.optimizer, self.scheduler, self.teacher, self.reference,
+                                        self.info, self.pad_id, self.sharded, self.bf16 and not self.sharded)
+        self.timers = Timers()
+        self.log: MetricsLog | None = None
+        self.rollout_log: MetricsLog | None = None
+        self.last_samples: list[TrainSample] = []
+
+    # ------------------------------------------------------------------ setup steps
+
+    def _setup(self, task: Any) -> None:
+        cfg = self.cfg
         self.resume_path = resolve_resume(cfg.resume_from_checkpoint, self.output_dir)
         self.bf16 = self._precision()
         self.models = self._setup_models()
@@ -126,14 +147,6 @@ class Trainer:
         self.engine = self._setup_engine()
         self.task, self.problems = self._setup_data(task)
         self.condition = cfg.resolve_condition()
-        self.update_ctx = UpdateContext(self.policy, self.optimizer, self.scheduler, self.teacher, self.reference,
-                                        self.info, self.pad_id, self.sharded, self.bf16 and not self.sharded)
-        self.timers = Timers()
-        self.log: MetricsLog | None = None
-        self.rollout_log: MetricsLog | None = None
-        self.last_samples: list[TrainSample] = []
-
-    # ------------------------------------------------------------------ setup steps
 
     def _setup_distributed(self, info: DistInfo | None) -> DistInfo:
         info = info or init_distributed()
@@ -342,6 +355,7 @@ class Trainer:
                     return last
         finally:
             bar.close()
+            self._lock.release()
             for log in (self.log, self.rollout_log):
                 if log is not None:
                     log.close()
