@@ -248,6 +248,12 @@ def test_cli_doctor():
     # Every limit is printed as a number (a missed f-string once printed "{lim.memory_mb}").
     rl = doc["layers"][2]["detail"]
     assert "{" not in rl and "address space 2048 MiB" in rl, rl
+    # The cgroup and seccomp layers are reported, present or absent, with the reason.
+    by_name = {layer["name"]: layer for layer in doc["layers"]}
+    assert by_name["cgroup v2"]["detail"] and by_name["seccomp filter"]["detail"]
+    if not by_name["cgroup v2"]["active"]:
+        assert "memory is bounded per process by RLIMIT_AS only" in by_name["cgroup v2"]["detail"]
+    assert by_name["seccomp filter"]["active"], by_name["seccomp filter"]["detail"]
     off = _cli("doctor", "--strict", env={**os.environ, "MOPD_SANDBOX_NAMESPACES": "0"})
     assert off.returncode == 1
     assert "network namespace          MISSING" in off.stdout
