@@ -119,3 +119,18 @@ def test_malformed_samples_file(tmp_path, capsys):
     assert main(["verify", "--task", "aime24", "--data", str(FIX / "aime24.jsonl"), "--samples", str(f),
                  "--out", str(tmp_path / "o.jsonl")]) == 2
     assert f"{f}:2: malformed JSON" in capsys.readouterr().err
+
+
+def test_empty_samples_and_a_human_eval_row_without_completion_are_named(tmp_path, capsys):
+    from mopd_eval.cli import main
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    assert main(["verify", "--task", "humaneval", "--samples", str(empty), "--out", str(tmp_path / "v.jsonl")]) == 2
+    assert "no samples" in capsys.readouterr().err
+    rows = tmp_path / "he.jsonl"
+    rows.write_text('{"task_id": "HumanEval/0"}\n')
+    assert main(["verify", "--task", "humaneval", "--samples", str(rows), "--out", str(tmp_path / "v.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert "he.jsonl:1" in err and "'completion'" in err
+    assert not (tmp_path / "v.jsonl").exists()

@@ -32,7 +32,8 @@ def read_samples(path: str, task_name: str) -> list[tuple[int, str, str, bool]]:
     """``(line, problem_id, text, is_completion)`` per row; InputError for a row without them."""
     rows = []
     for line, obj in iter_jsonl(path):
-        if "response" in obj or task_name != "humaneval" or "completion" not in obj:
+        human_eval_row = task_name == "humaneval" and "response" not in obj and ("completion" in obj or "task_id" in obj)
+        if not human_eval_row:
             pid_field, text_field, completion = "problem_id", "response", False
         else:
             pid_field, text_field, completion = ("task_id" if "task_id" in obj else "problem_id"), "completion", True
@@ -42,6 +43,8 @@ def read_samples(path: str, task_name: str) -> list[tuple[int, str, str, bool]]:
         if not isinstance(obj[text_field], str):
             raise InputError(f"expected a string, got {type(obj[text_field]).__name__}", path=path, line=line, field=text_field)
         rows.append((line, str(obj[pid_field]), obj[text_field], completion))
+    if not rows:
+        raise InputError("no samples (empty file?)", path=path)
     return rows
 
 
