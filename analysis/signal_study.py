@@ -22,6 +22,7 @@ from mopd_eval.contexts import (
     STUDY_CONDITIONS,
     Condition,
     TemplateSet,
+    check_response_token_ids,
     load_spec_file,
     resolve_conditions,
     resolve_templates,
@@ -149,19 +150,21 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     engine = make_engine(args.engine, args.model)
+    check_response_token_ids(inputs.rollouts, engine.tokenizer, inputs.rollouts_path)
     load_s = time.perf_counter() - t0
     out = Path(args.out)
     from analysis.token_logprobs import TokenStore
 
     store = TokenStore(out / WORK_DIR, fresh=args.rescore) if args.save_token_logprobs else None
     with score_run(out, key) as run_:
-        # A fresh clone scores the study itself rather than reusing the committed scores.
+        # The log is the working copy's own (git-ignored): a fresh clone scores the study itself
+        # rather than reusing the committed scores.
+        write_text_atomic(out / WORK_DIR / ".gitignore", "*\n")
         rows, stats = score_rollouts(engine, inputs.rollouts, inputs.conditions, run_, placement=inputs.placement,
                                      templates=inputs.templates, order=args.order, seed=args.seed,
                                      fresh=args.rescore, on_scores=store and store.on_scores)
         if store:
             store.finish(out, rows, engine, inputs, args)
-        write_text_atomic(out / WORK_DIR / ".gitignore", "*\n")
         total = add_timing(out / WORK_DIR / "teacher_scores.timing.json", stats)
     write_jsonl_atomic(out / "teacher_scores.jsonl", rows)
     scored = [r for r in rows if r["n_tokens"] > 0]

@@ -350,10 +350,39 @@ def _no_blocks(ctx: TeacherContext, target: Rollout) -> TeacherContext:
 
 def response_token_ids(target: Rollout, tokenizer: Any) -> list[int]:
     """The target as token ids: the ids the student sampled when recorded, else the tokenized text."""
-    ids = target.meta.get("response_token_ids")
-    if isinstance(ids, list) and ids and all(isinstance(i, int) for i in ids):
+    ids = _recorded_ids(target)
+    if ids is not None:
         return ids
     return tokenizer(target.response, add_special_tokens=False)["input_ids"]
+
+
+def _recorded_ids(target: Rollout) -> list[int] | None:
+    ids = target.meta.get("response_token_ids")
+    if isinstance(ids, list) and ids and all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        return ids
+    return None
+
+
+def check_response_token_ids(rollouts: Sequence[Rollout], tokenizer: Any, path: str | Path) -> None:
+    """Refuse rollouts whose ``response`` is not what their recorded token ids decode to.
+
+    The teacher scores the recorded ids, so a response edited after sampling (or ids left from
+    another response) would silently score text nobody sees. ``InputError`` names the file, the
+    line and the field; a record without ids is scored from its text and never refused.
+    """
+    for r in rollouts:
+        ids = _recorded_ids(r)
+        if ids is None:
+            continue
+        text = tokenizer.decode(ids, skip_special_tokens=True)
+        if text != r.response and text.strip() != r.response.strip():
+            from mopd_eval.jsonl import iter_jsonl
+
+            line = next((n for n, obj in iter_jsonl(path) if str(obj.get("rollout_id")) == r.rollout_id
+                         and str(obj.get("problem_id")) == r.problem_id), None)
+            raise InputError(f"rollout {r.rollout_id!r}: the response is not what meta.response_token_ids decode to "
+                             f"({text[:40]!r}... vs {r.response[:40]!r}...); fix the record or drop the ids to "
+                             "score the text", path=path, line=line, field="meta.response_token_ids")
 
 
 # ---- user-defined conditions and template sets -----------------------------------------------

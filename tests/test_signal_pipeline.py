@@ -173,3 +173,17 @@ def test_a_changed_template_text_or_condition_definition_is_not_resumed(rollouts
     assert "conditions.one-of-each" in err and "--rescore" in err
     assert rows(report / "teacher_scores.jsonl") == first  # nothing was mixed in
     assert main([*args, "--rescore"]) == 0
+
+
+def test_a_response_that_disagrees_with_its_token_ids_is_refused(rollouts, tiny_model_dir, tmp_path, capsys):
+    out, _ = rollouts
+    lines = out.read_text().splitlines()
+    row = json.loads(lines[2])
+    row["response"] = row["response"] + " edited"
+    lines[2] = json.dumps(row)
+    edited = tmp_path / "edited.jsonl"
+    edited.write_text("\n".join(lines) + "\n")
+    args = ["signal", "--rollouts", str(edited), "--model", str(tiny_model_dir), "--out", str(tmp_path / "s")]
+    assert main(args) == 2
+    assert f"{edited}:3: field 'meta.response_token_ids'" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
