@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rollouts": ("mopd_eval.commands.rollouts", "sample, verify and write rollout records for a task"),
     "signal": ("mopd_eval.commands.signal", "the teacher-signal study end to end (the main job): scores, Table 7, Figure 4"),
     "report": ("mopd_eval.commands.report", "regenerate reports/README.md, the index of every committed report"),
+    "tokens": ("mopd_eval.commands.tokens", "token-level signal of a signal run: A_t at divergence points and answers, viewer"),
     "signal-metrics": ("mopd_eval.commands.signal_metrics", "teacher-signal metrics, Table 7 and Figure 4 from a scores file"),
     "diversity": ("mopd_eval.commands.diversity", "solution diversity of sample sets: Distinct-n, AST distance, self-BLEU"),
     "train": ("mopd_eval.commands.train", "train GRPO, OPD, SDPO or MOPD (one process or torchrun) and write checkpoints"),

@@ -1,0 +1,5 @@
+"""``mopd-eval tokens``: the command-line face of ``analysis.tokens``, imported only when it runs."""
+
+from mopd_eval.commands import delegate
+
+add_arguments, run = delegate("analysis.tokens")
