@@ -61,15 +61,17 @@ def divergence_profile(result: dict) -> Figure:
 
 def _dots(ax, result: dict, metrics: list[tuple[str, str, str]], conds: list[str], *, ref: float) -> None:
     y = np.arange(len(conds))
-    step = 0.8 / max(len(metrics), 1)
+    step = 0.5 / max(len(metrics), 1)
     for k, (m, color, name) in enumerate(metrics):
         mean, lo, hi = _arrays([result["summary"][c][m] for c in conds])
-        yy = y - 0.4 + step * (k + 0.5)
+        yy = y - 0.25 + step * (k + 0.5)
         ax.errorbar(mean, yy, xerr=[mean - lo, hi - mean], fmt="o", ms=3.5, color=color, lw=1, capsize=2, label=name)
     ax.axvline(ref, color="0.3", lw=0.7, ls=":")
     ax.set_yticks(y, [result["labels"][c] for c in conds])
     ax.invert_yaxis()
     ax.grid(axis="y", visible=False)
+    for edge in y[:-1] + 0.5:
+        ax.axhline(edge, color="0.9", lw=0.6)
     ax.legend(fontsize=7, frameon=False, loc="lower right")
 
 

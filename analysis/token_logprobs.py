@@ -27,7 +27,10 @@ array                  dtype      meaning
 ``token_text``         str        each token's text (incremental detokenization)
 =====================  =========  ===========================================================
 
-``load_token_logprobs(path)`` reads it back as a ``TokenLogprobs``.
+Once the merged file is written the shards are deleted (rows outside this run's selection of
+conditions and problems are kept in one shard): a later run reads the merged file back, so only
+new rows are scored and the run's disk holds one copy. ``load_token_logprobs(path)`` reads the
+merged file back as a ``TokenLogprobs``.
 """
 
 from __future__ import annotations
@@ -100,7 +103,7 @@ def read_shard(path: Path) -> dict[Key, np.ndarray]:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in _ROW_ARRAYS}
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
-        raise InputError(f"unreadable token log-prob shard ({e}); delete it and rerun to rescore its rows",
+        raise InputError(f"unreadable token log-prob file ({e}); delete it and rerun to rescore its rows",
                          path=path) from None
     lps = _split(arrays["logprobs"], arrays["offsets"])
     keys = zip(arrays["condition"].tolist(), arrays["problem_id"].tolist(), arrays["rollout_id"].tolist(), strict=True)
@@ -241,10 +244,13 @@ class TokenStore:
     def on_scores(self, rows: list[dict], logprobs: list[np.ndarray]) -> None:
         """``score_rollouts``' hook: one shard per scored batch, written before the log append."""
         t0 = time.perf_counter()
+        self._write_shard(rows, logprobs)
+        self.seconds += time.perf_counter() - t0
+
+    def _write_shard(self, rows: Sequence[dict], logprobs: Sequence[np.ndarray]) -> None:
         self._prepare()
         write_bytes_atomic(self.directory / f"shard-{self._next:06d}.npz", _npz_bytes(shard_arrays(rows, logprobs)))
         self._next += 1
-        self.seconds += time.perf_counter() - t0
 
     def finish(self, out: Path, rows: Sequence[dict], engine: Any, inputs: Any, args: Any) -> dict:
         """Reconcile the shards with the score log ``rows``, rescore what is missing, and write
@@ -252,7 +258,7 @@ class TokenStore:
         Returns what it cost: ``{rows, rescored, seconds, rescore_seconds, bytes}``."""
         t0 = time.perf_counter()
         self._prepare()
-        stored = read_shards(self.directory)
+        stored = self._stored(out)
         missing = reconcile(rows, stored)
         self.seconds += time.perf_counter() - t0
         if missing:
@@ -270,13 +276,32 @@ class TokenStore:
                       "float32 rounding; rerun with --rescore", file=sys.stderr)
         t0 = time.perf_counter()
         meta = _meta(inputs, args, n_rescored=len(missing))
-        meta["save_seconds"] = self.seconds
         size = write_store(out / STORE_FILE, rows, stored, target_tokens(inputs.rollouts, engine.tokenizer), meta)
+        self._compact(stored, rows)
         self.seconds += time.perf_counter() - t0
         cost = {"rows": len(rows), "rescored": len(missing), "seconds": self.seconds,
                 "rescore_seconds": self.rescore_seconds, "bytes": size}
         write_bytes_atomic(self.work / "token_logprobs.cost.json", json.dumps(cost, indent=2).encode())
         return cost
+
+    def _stored(self, out: Path) -> dict[Key, np.ndarray]:
+        """What is on disk: the merged file of an earlier run (unless ``fresh``), then the shards."""
+        merged = out / STORE_FILE
+        stored = read_shard(merged) if merged.exists() and not self.fresh else {}
+        stored.update(read_shards(self.directory))
+        return stored
+
+    def _compact(self, stored: dict[Key, np.ndarray], rows: Sequence[dict]) -> None:
+        """The merged file now holds ``rows`` and a later run reads it back, so the shards go;
+        rows outside it (conditions or problems this run did not select) stay, in one shard."""
+        old = sorted(self.directory.glob("shard-*.npz"))
+        keep = {row_key(r) for r in rows}
+        extra = {k: v for k, v in stored.items() if k not in keep}
+        if extra:
+            keys = [dict(zip(("condition", "problem_id", "rollout_id"), k, strict=True)) for k in extra]
+            self._write_shard(keys, list(extra.values()))
+        for p in old:
+            p.unlink()
 
 
 def _meta(inputs: Any, args: Any, *, n_rescored: int) -> dict:
