@@ -36,7 +36,7 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run
 
 
 def _round(a: np.ndarray | None) -> list[float] | None:
-    return None if a is None else [round(float(x), 4) for x in a]
+    return None if a is None else [round(float(x), 3) for x in a]
 
 
 def _peers(group: Sequence[Rollout], i: int, cond: Condition, meta: dict) -> dict:
