@@ -2,32 +2,34 @@
 
 This file is sent, as source text, as the sandboxed program (``main.py``) of call-based and
 assert-based runs; it imports nothing outside the standard library. The parent imports it too,
-for :func:`encode` / :func:`decode` and to test them.
+for :func:`spec_bytes` and to test the codec.
 
 Why two processes: the candidate's code, run in the same process as the tests or as the channel
 that reports results, can reach either (a tracer that jumps over ``check(...)``, an object whose
 ``__eq__`` is always true, ``sys._getframe(1).f_locals`` to reach a driver's ``emit``). So the
 *driver* process, which holds the result channel (stdout) and runs the tests, forks a
 *candidate* process before any solution code exists, and the candidate executes the solution
-and answers calls. Between them there are only two pipes carrying JSON lines of plain data
-(:func:`encode`: None, bool, int, float, str, bytes, complex, list, tuple, dict, set,
-frozenset; subclasses travel as their base type's contents; anything else is an error of that
-call). The candidate cannot touch the driver: the launcher made both non-dumpable (no
+and answers calls. Between them there are only two pipes carrying length-prefixed ``marshal``
+messages of plain data (:func:`plain`: None, bool, int, float, complex, str, bytes, list,
+tuple, dict, set, frozenset; subclasses travel as their base type's contents; anything else is
+an error of that call); the driver checks every reply (:func:`check_plain`) before using it.
+The candidate cannot touch the driver: the launcher made both non-dumpable (no
 ``/proc/<pid>/mem``, ``/proc/<pid>/fd``, ptrace; the seccomp filter denies ptrace too), its
 stdin is ``/dev/null`` (the run's nonce arrives on the driver's stdin only after the fork), its
-stdout goes to stderr, and it holds no other descriptor of the driver's. It can kill the driver
+stdout goes to stderr, it holds no other descriptor of the driver's, and the driver's channel
+object and nonce are dropped in the child before any solution code runs. It can kill the driver
 (same uid); that fails the sample, since only the driver can report a pass.
 
-Specs arrive on stdin as ``%08d`` length + JSON (read byte-exact, so nothing after them is
-buffered before the fork).
+The spec arrives on stdin as one such message (read byte-exact, so nothing after it is buffered
+before the fork).
 
 * ``mode == "assert"`` (HumanEval): the driver execs the problem's trusted prompt (helpers such
   as ``poly``; optional), binds the entry point and every other top-level function of the
   candidate to proxies that call across the pipes, runs the test code and ``check(entry)``, and
   only then echoes the nonce line from its stdin. When the candidate has exited before the
   tests finished, the driver exits with the candidate's status without the nonce.
-* ``mode == "call"`` (LeetCode style): for each input the driver sends the JSON arguments, waits
-  at most ``timeout`` seconds, and writes one record per test to stdout:
+* ``mode == "call"`` (LeetCode style): for each input the driver sends the JSON-decoded
+  arguments, waits at most ``timeout`` seconds, and writes one record per test to stdout:
   ``<nonce> <header JSON>\\t<value JSON text>\\n`` (header: ``i``, ``kind`` in ready | value |
   error | timeout | unserializable | output_limit, ``t``, ``error``). After a test that hung or
   crashed the candidate, a fresh candidate is forked for the next test.
@@ -35,29 +37,29 @@ buffered before the fork).
 
 from __future__ import annotations
 
+# Every import here is paid by every run (the interpreter is fresh): only cheap ones at the top;
+# traceback and linecache (~4 ms) load only when an error is reported.
 import builtins
-import contextlib
-import json
+import marshal
 import os
 import select
 import signal
 import sys
 import time
-import traceback
-from typing import Any
 
 SOLUTION = "solution.py"
 _MAX_DEPTH = 200
 _ERROR_CHARS = 4000
 
 
-def encode(value: Any, depth: int = 0) -> Any:
-    """Plain data as JSON-able tagged values. Raises TypeError for anything else."""
+def plain(value: object, depth: int = 0) -> object:
+    """An exact-type copy of plain data: None, bool, int, float, complex, str, bytes, list,
+    tuple, dict, set, frozenset (subclasses travel as their base type's contents, read with the
+    base type's own methods, whatever the subclass overrides). Raises TypeError otherwise."""
     if value is None or value is True or value is False:
         return value
     if depth > _MAX_DEPTH:
         raise TypeError("value nested too deeply")
-    # Base-type methods read the real contents, whatever a subclass overrides.
     if isinstance(value, int):
         return int.__int__(value)
     if isinstance(value, float):
@@ -66,61 +68,73 @@ def encode(value: Any, depth: int = 0) -> Any:
         return str.__str__(value)
     d = depth + 1
     if isinstance(value, list):
-        return [encode(x, d) for x in list.__iter__(value)]
+        return [plain(x, d) for x in list.__iter__(value)]
     if isinstance(value, tuple):
-        return {"t": [encode(x, d) for x in tuple.__iter__(value)]}
+        return tuple(plain(x, d) for x in tuple.__iter__(value))
     if isinstance(value, dict):
-        return {"d": [[encode(k, d), encode(v, d)] for k, v in dict.items(value)]}
+        return {plain(k, d): plain(v, d) for k, v in dict.items(value)}
     if isinstance(value, frozenset):
-        return {"f": [encode(x, d) for x in frozenset.__iter__(value)]}
+        return frozenset(plain(x, d) for x in frozenset.__iter__(value))
     if isinstance(value, set):
-        return {"s": [encode(x, d) for x in set.__iter__(value)]}
+        return {plain(x, d) for x in set.__iter__(value)}
     if isinstance(value, (bytes, bytearray)):
-        return {"b": bytes(value).hex()}
+        return bytes(memoryview(value))
     if isinstance(value, complex):
-        return {"c": [complex.__complex__(value).real, complex.__complex__(value).imag]}
+        return complex(complex.real.__get__(value), complex.imag.__get__(value))
     raise TypeError(f"{type(value).__name__} is not plain data")
 
 
-def decode(value: Any, depth: int = 0) -> Any:
-    """Inverse of :func:`encode` on what ``json.loads`` gives; only exact built-in types come
-    out. Raises ValueError (or TypeError for unhashable keys) on anything malformed."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if depth > _MAX_DEPTH:
-        raise ValueError("value nested too deeply")
-    d = depth + 1
-    if isinstance(value, list):
-        return [decode(x, d) for x in value]
-    if not isinstance(value, dict) or len(value) != 1:
-        raise ValueError("malformed value")
-    (tag, body), = value.items()
-    if tag == "b" and isinstance(body, str):
-        return bytes.fromhex(body)
-    if not isinstance(body, list):
-        raise ValueError("malformed value")
-    if tag == "t":
-        return tuple(decode(x, d) for x in body)
-    if tag == "d":
-        out = {}
-        for pair in body:
-            if not isinstance(pair, list) or len(pair) != 2:
-                raise ValueError("malformed dict item")
-            out[decode(pair[0], d)] = decode(pair[1], d)
-        return out
-    if tag == "s":
-        return {decode(x, d) for x in body}
-    if tag == "f":
-        return frozenset(decode(x, d) for x in body)
-    if tag == "c" and len(body) == 2 and all(type(x) in (int, float) for x in body):
-        return complex(body[0], body[1])
-    raise ValueError("malformed value")
+_SCALARS = (bool, int, float, complex, str, bytes)
+_CONTAINERS = (list, tuple, set, frozenset)
+
+
+def check_plain(value: object, budget: list[int], depth: int = 0) -> None:
+    """Raise ValueError unless ``value`` (from ``marshal.loads`` of bytes the candidate wrote)
+    is plain data only: no code objects or other marshal types, nesting and the number of
+    values visited bounded (shared references could otherwise make a walk exponential)."""
+    budget[0] -= 1
+    if budget[0] < 0 or depth > _MAX_DEPTH:
+        raise ValueError("value too large or nested too deeply")
+    kind = type(value)
+    if value is None or kind in _SCALARS:
+        return
+    if kind in _CONTAINERS:
+        for x in value:  # type: ignore[attr-defined]
+            check_plain(x, budget, depth + 1)
+        return
+    if kind is dict:
+        for k, v in value.items():  # type: ignore[attr-defined]
+            check_plain(k, budget, depth + 1)
+            check_plain(v, budget, depth + 1)
+        return
+    raise ValueError(f"{kind.__name__} is not plain data")
+
+
+def frame(obj: object) -> bytes:
+    """``obj`` as one message on a pipe: 4-byte length, then marshal data. marshal is built
+    in, so the protocol costs a fresh interpreter no import (json would cost ~6 ms: re)."""
+    data = marshal.dumps(obj)
+    return len(data).to_bytes(4, "big") + data
+
+
+def read_frame(fd: int) -> object:
+    """One :func:`frame` from a trusted writer (the parent's spec, the driver's requests)."""
+    size = int.from_bytes(_read_exactly(fd, 4), "big")
+    return marshal.loads(_read_exactly(fd, size))
 
 
 def read_spec(fd: int = 0) -> dict:
-    """The length-prefixed JSON spec, read byte-exact from ``fd``."""
-    size = int(_read_exactly(fd, 8))
-    return json.loads(_read_exactly(fd, size))
+    """The spec the parent wrote with :func:`spec_bytes`, read byte-exact from ``fd`` (nothing
+    after it is consumed)."""
+    spec = read_frame(fd)
+    if not isinstance(spec, dict):
+        raise ValueError("bad spec")
+    return spec
+
+
+def spec_bytes(spec: dict) -> bytes:
+    """What :func:`read_spec` reads."""
+    return frame(spec)
 
 
 def _read_exactly(fd: int, n: int) -> bytes:
@@ -128,31 +142,37 @@ def _read_exactly(fd: int, n: int) -> bytes:
     while n:
         chunk = os.read(fd, n)
         if not chunk:
-            raise EOFError("spec truncated")
+            raise EOFError("pipe closed mid-message")
         chunks.append(chunk)
         n -= len(chunk)
     return b"".join(chunks)
 
 
-def spec_bytes(spec: dict) -> bytes:
-    """What :func:`read_spec` reads."""
-    data = json.dumps(spec).encode()
-    return b"%08d" % len(data) + data
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+_SOURCES: dict[str, str] = {}  # file name -> source compiled from a string, for tracebacks
 
 
 def _trace(exc: BaseException, files: tuple[str, ...] = (SOLUTION,)) -> str:
     """The traceback of ``exc`` with only the frames of ``files`` (the solution's, and the
     tests' in the driver), not this driver's own."""
+    import linecache
+    import traceback
+
+    for name, src in _SOURCES.items():
+        linecache.cache[name] = (len(src), None, src.splitlines(True), name)
     te = traceback.TracebackException(type(exc), exc, exc.__traceback__)
     te.stack = traceback.StackSummary.from_list([f for f in te.stack if f.filename in files])
     return "".join(te.format())[-_ERROR_CHARS:]
 
 
 def _cache_source(name: str, src: str) -> None:
-    """Let tracebacks show the lines of code compiled from a string."""
-    import linecache
-
-    linecache.cache[name] = (len(src), None, src.splitlines(True), name)
+    """Let tracebacks (:func:`_trace`) show the lines of code compiled from a string."""
+    _SOURCES[name] = src
 
 
 # -- the candidate process ----------------------------------------------------------------------
@@ -168,18 +188,17 @@ def _candidate(spec: dict, req_r: int, rep_w: int) -> None:
     os.closerange(low + 1, high)
     os.closerange(high + 1, 1 << 16)
     sys.stdin = open(os.devnull)  # noqa: SIM115 (the process ends with it)
-    rep = os.fdopen(rep_w, "w", encoding="utf-8")
-    req = os.fdopen(req_r, "r", encoding="utf-8")
     ready = _load_solution(spec)
     target = ready.pop("_target", None)
-    rep.write(json.dumps(ready, allow_nan=True) + "\n")
-    rep.flush()
+    _write_all(rep_w, frame(ready))
     if "e" in ready:
         os._exit(0)
-    for line in req:
-        rep.write(_answer(spec, target, line) + "\n")
-        rep.flush()
-    os._exit(0)
+    while True:
+        try:
+            req = read_frame(req_r)
+        except EOFError:
+            os._exit(0)  # the driver is done
+        _write_all(rep_w, _answer(spec, target, req))
 
 
 def _load_solution(spec: dict) -> dict:
@@ -215,28 +234,30 @@ def _safe_str(e: BaseException) -> str:
         return ""
 
 
-def _answer(spec: dict, target: Any, line: str) -> str:
+def _answer(spec: dict, target: object, req: dict) -> bytes:
     t0 = time.perf_counter()
     try:
-        req = json.loads(line)
         if spec["mode"] == "call":
-            value = target(*req["a"])
+            value = target(*req["a"])  # type: ignore[operator]
         else:
-            fn = spec["_ns"][req["f"]]
-            value = fn(*decode(req["a"]), **decode(req["k"]))
+            value = spec["_ns"][req["f"]](*req["a"], **req["k"])
     except BaseException as e:  # noqa: BLE001
         if isinstance(e, SystemExit):
             raise
-        return json.dumps({"e": type(e).__name__, "m": _safe_str(e), "tb": _trace(e),
-                           "t": time.perf_counter() - t0})
+        return frame({"e": type(e).__name__, "m": _safe_str(e), "tb": _trace(e),
+                      "t": time.perf_counter() - t0})
     t = time.perf_counter() - t0
     try:
         if spec["mode"] == "call":
+            import json  # loaded by the driver before the fork: free here
+
             # As lcb_runner: the result must be JSON-serialisable (tuples become lists).
-            return json.dumps({"j": json.dumps(value), "t": t})
-        return json.dumps({"v": encode(value), "t": t}, allow_nan=True)
+            return frame({"j": json.dumps(value), "t": t})
+        return frame({"v": plain(value), "t": t})
     except BaseException as e:  # noqa: BLE001
-        return json.dumps({"u": f"{type(value).__name__}: {type(e).__name__}", "t": t})
+        if isinstance(e, SystemExit):
+            raise
+        return frame({"u": f"{type(value).__name__}: {type(e).__name__}", "t": t})
 
 
 # -- the driver process ----------------------------------------------------------------------
@@ -263,8 +284,10 @@ class Candidate:
                 code = _exit_code(e)
             finally:
                 for stream in (sys.stdout, sys.stderr):
-                    with contextlib.suppress(BaseException):
+                    try:  # noqa: SIM105 (contextlib would cost every run an import)
                         stream.flush()
+                    except BaseException:  # noqa: BLE001, S110
+                        pass
                 os._exit(code)
         os.close(req_r)
         os.close(rep_w)
@@ -275,20 +298,18 @@ class Candidate:
         self.status: int | None = None
         self.cap = int(spec.get("line_cap", 1 << 26))
 
-    def send(self, obj: Any) -> None:
-        data = memoryview((json.dumps(obj, allow_nan=True) + "\n").encode())
+    def send(self, obj: object) -> None:
         try:
-            while data:
-                data = data[os.write(self.req, data):]
+            _write_all(self.req, frame(obj))
         except OSError as e:
             raise CandidateGone("the program stopped reading") from e
 
     def receive(self, timeout: float | None = None) -> dict | None:
-        """The next reply, or None when ``timeout`` passed. Raises CandidateGone at EOF or
-        when a reply is not a JSON object or exceeds the line cap."""
+        """The next reply, or None when ``timeout`` passed. Raises CandidateGone at EOF, when
+        a reply exceeds the cap, or when it is anything but a dict of plain data."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while b"\n" not in self.buf:
-            if len(self.buf) > self.cap:
+        while len(self.buf) < 4 or len(self.buf) < 4 + int.from_bytes(self.buf[:4], "big"):
+            if len(self.buf) >= 4 and int.from_bytes(self.buf[:4], "big") > self.cap:
                 raise CandidateGone("output_limit")
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
@@ -300,15 +321,17 @@ class Candidate:
             if not chunk:
                 raise CandidateGone("exited")
             self.buf += chunk
-        line, _, rest = bytes(self.buf).partition(b"\n")
-        self.buf = bytearray(rest)
-        if len(line) > self.cap:
-            raise CandidateGone("output_limit")
+        size = int.from_bytes(self.buf[:4], "big")
+        data = bytes(self.buf[4:4 + size])
+        del self.buf[:4 + size]
         try:
-            reply = json.loads(line)
-        except (ValueError, RecursionError) as e:
+            # Written by the candidate, so checked before use: marshal builds exact built-in
+            # types only, and check_plain rejects everything that is not plain data.
+            reply = marshal.loads(data)
+            check_plain(reply, [4 * size + 1000])
+        except (ValueError, EOFError, TypeError, RecursionError, MemoryError) as e:
             raise CandidateGone("malformed reply") from e
-        if not isinstance(reply, dict):
+        if type(reply) is not dict:
             raise CandidateGone("malformed reply")
         return reply
 
@@ -316,8 +339,10 @@ class Candidate:
         """Reap the candidate, killing it if it has not exited within ``grace_s``; returns its
         wait status."""
         for fd in (self.req, self.rep):
-            with contextlib.suppress(OSError):
+            try:  # noqa: SIM105 (contextlib would cost every run an import)
                 os.close(fd)
+            except OSError:  # noqa: S110
+                pass
         self.req = self.rep = -1
         deadline = time.monotonic() + grace_s
         while self.status is None:
@@ -325,8 +350,10 @@ class Candidate:
             if pid:
                 self.status = status
             elif time.monotonic() >= deadline:
-                with contextlib.suppress(OSError):
+                try:  # noqa: SIM105 (contextlib would cost every run an import)
                     os.kill(self.pid, signal.SIGKILL)
+                except OSError:  # noqa: S110
+                    pass
                 self.status = os.waitpid(self.pid, 0)[1]
             else:
                 time.sleep(0.005)
@@ -339,8 +366,10 @@ def _exit_code(e: SystemExit) -> int:
         return 0
     if isinstance(e.code, int):
         return e.code & 0xFF
-    with contextlib.suppress(BaseException):
+    try:  # noqa: SIM105 (contextlib would cost every run an import)
         sys.stderr.write(f"{e.code}\n")
+    except BaseException:  # noqa: BLE001, S110
+        pass
     return 1
 
 
@@ -372,8 +401,8 @@ class _Proxy:
     def __init__(self, cand: Candidate, name: str) -> None:
         self._cand, self._name = cand, name
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        self._cand.send({"f": self._name, "a": encode(list(args)), "k": encode(kwargs)})
+    def __call__(self, *args: object, **kwargs: object) -> object:
+        self._cand.send({"f": self._name, "a": plain(args), "k": plain(kwargs)})
         reply = self._cand.receive()
         if reply is None or "e" in reply:
             _raise_from_reply(reply or {})
@@ -382,7 +411,7 @@ class _Proxy:
                             f"({str(reply['u'])[:200]})")
         if "v" not in reply:
             raise CandidateGone("malformed reply")
-        return decode(reply["v"])
+        return reply["v"]
 
 
 def _exit_like(status: int) -> None:
@@ -459,11 +488,14 @@ _CHANNEL: dict = {}
 def emit(header: dict, value: str = "") -> None:
     """One result record to the result channel (call mode)."""
     out = _CHANNEL["out"]
-    out.write(_CHANNEL["prefix"] + json.dumps(header) + "\t" + value + "\n")
+    out.write(_CHANNEL["prefix"] + _CHANNEL["json"].dumps(header) + "\t" + value + "\n")
     out.flush()
 
 
 def run_call(spec: dict) -> None:
+    import json  # before the fork: the candidates need it too (lcb_runner's JSON results)
+
+    _CHANNEL["json"] = json
     _CHANNEL["out"] = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)
     _CHANNEL["prefix"] = spec.pop("nonce") + " "  # candidates fork from a spec without it

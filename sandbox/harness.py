@@ -27,7 +27,7 @@ from typing import Any
 
 from sandbox.compare import canonical_json, json_values_equal, parse_call_inputs, stdout_matches
 from sandbox.config import Limits
-from sandbox.drivers import GUEST_SOURCE, LCB_IMPORTS, script_program
+from sandbox.drivers import LCB_IMPORTS, guest_program, script_program
 from sandbox.feedback import error_tail, render, truncate
 from sandbox.guest import spec_bytes
 from sandbox.result import Result
@@ -319,7 +319,7 @@ def _call_batch(sb: Sandbox, source: str, prelude: str, func_name: str, args: li
     total = STARTUP_S + (n + 1) * (limits.timeout_s + GRACE_S)
     batch = replace(limits, timeout_s=total, cpu_s=total + 1,
                     output_bytes=limits.output_bytes * (n + 1))
-    res = sb.run(GUEST_SOURCE, stdin=spec_bytes(spec), limits=batch, watcher=watcher)
+    res = sb.run(guest_program(sb.setup.python_version), stdin=spec_bytes(spec), limits=batch, watcher=watcher)
     return watcher, res
 
 
@@ -365,7 +365,7 @@ def run_assert_tests(
     nonce = secrets.token_hex(16)
     spec = {"mode": "assert", "source": program, "test": test_code,
             "entry_point": entry_point, "prompt": prompt, "line_cap": limits.output_bytes}
-    res = sb.run(GUEST_SOURCE, stdin=spec_bytes(spec) + (nonce + "\n").encode(), limits=limits)
+    res = sb.run(guest_program(sb.setup.python_version), stdin=spec_bytes(spec) + (nonce + "\n").encode(), limits=limits)
     printed = nonce in res.stdout.splitlines()
     if res.status == "ok" and printed:
         status, error = "passed", None

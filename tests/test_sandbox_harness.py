@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import threading
 import time
 
@@ -349,3 +350,51 @@ def test_call_batch_stderr_is_kept_to_one_tests_cap(sb):
     assert [t.status for t in res.tests] == ["runtime_error", "runtime_error"]
     assert "ValueError: boom" in res.feedback
     assert peak < 6 * 4  # a small multiple of the per-test cap (it was 1.25 GB)
+
+
+# --- the driver/candidate codec (sandbox/guest.py) ----------------------------------------------
+
+def test_plain_copies_contents_whatever_subclasses_override():
+    from sandbox.guest import plain
+
+    class L(list):
+        def __iter__(self):
+            return iter([9, 9])
+
+        def __eq__(self, other):
+            return True
+
+    class S(str):
+        def __str__(self):
+            return "lie"
+
+    out = plain((L([1, 2]), S("ab"), {1: {2, 3}}, frozenset({b"x"}), 1 + 2j, float("nan")))
+    assert out[:5] == ([1, 2], "ab", {1: {2, 3}}, frozenset({b"x"}), 1 + 2j)
+    assert [type(x) for x in out[:2]] == [list, str]
+    for bad in (object(), len, iter([1]), [lambda: 1], {1: object()}):
+        with pytest.raises(TypeError):
+            plain(bad)
+
+
+def test_check_plain_rejects_what_marshal_can_carry_besides_data():
+    import marshal
+
+    from sandbox.guest import check_plain
+
+    check_plain(marshal.loads(marshal.dumps({"v": [1, (2.5, "x"), {3}], "t": 0.1})), [100])
+    loop: list = []
+    loop.append(loop)
+    shared: list = [0]
+    for _ in range(60):  # 2**60 paths through 60 shared lists
+        shared = [shared, shared]
+    for bad in (compile("1", "x", "exec"), ..., StopIteration, slice(1), loop, shared):
+        with pytest.raises(ValueError):
+            check_plain(bad, [10_000])
+
+
+def test_guest_ships_as_source_to_another_python_version():
+    from sandbox.drivers import GUEST_SOURCE, guest_program
+
+    assert guest_program("2.7.18") == GUEST_SOURCE
+    here = "%d.%d.0" % sys.version_info[:2]  # noqa: UP031
+    assert guest_program(here).startswith("import marshal\n")
