@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from importlib.resources import files
 from pathlib import Path
 
-from analysis.teacher_scoring import add_timing, score_rollouts
+from analysis.teacher_scoring import ScoringStats, add_timing, score_rollouts
 from mopd_eval.contexts import (
     STUDY_CONDITIONS,
     Condition,
@@ -162,10 +162,11 @@ def run(args: argparse.Namespace) -> int:
         write_text_atomic(out / WORK_DIR / ".gitignore", "*\n")
         rows, stats = score_rollouts(engine, inputs.rollouts, inputs.conditions, run_, placement=inputs.placement,
                                      templates=inputs.templates, order=args.order, seed=args.seed,
-                                     fresh=args.rescore, on_scores=store and store.on_scores)
+                                     fresh=args.rescore, on_scores=store and store.on_scores,
+                                     timing_path=out / WORK_DIR / "teacher_scores.timing.json")
         if store:
             store.finish(out, rows, engine, inputs, args)
-        total = add_timing(out / WORK_DIR / "teacher_scores.timing.json", stats)
+        total = add_timing(out / WORK_DIR / "teacher_scores.timing.json", ScoringStats())
     write_jsonl_atomic(out / "teacher_scores.jsonl", rows)
     scored = [r for r in rows if r["n_tokens"] > 0]
     t0 = time.perf_counter()

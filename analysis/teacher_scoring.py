@@ -155,6 +155,7 @@ def score_rollouts(
     problems_per_call: int = 4,
     fresh: bool = False,
     on_scores: Callable[[list[dict], list[np.ndarray]], None] | None = None,
+    timing_path: Path | None = None,
 ) -> tuple[list[dict], ScoringStats]:
     """Score every (condition, target) not yet in ``run``'s log; return all rows and this run's cost.
 
@@ -164,8 +165,11 @@ def score_rollouts(
     made under another key (templates, conditions, model, ...); ``fresh`` discards them first.
     ``on_scores(rows, per_token_logprobs)`` sees each batch before its rows are appended (the
     per-token store of ``--save-token-logprobs`` writes there, so it never lags the log).
+    ``timing_path`` sums the cost of every run, batch by batch (a killed run's batches count).
     """
     done_rows = run.start(fresh=fresh)
+    if fresh and timing_path is not None:
+        timing_path.unlink(missing_ok=True)  # under the run's lock: the totals start over too
     done = {(r["condition"], r["problem_id"], r["rollout_id"]) for r in done_rows}
     groups = list(group_rollouts(rollouts).values())
     wanted = {c.name for c in conditions}
@@ -179,7 +183,11 @@ def score_rollouts(
                                 placement=placement, templates=templates, order=order, seed=seed):
         t0 = time.perf_counter()
         lps = engine.score([q.prompt_ids for q in reqs], [q.target_ids for q in reqs])
-        stats.add(reqs, time.perf_counter() - t0)
+        batch = ScoringStats()
+        batch.add(reqs, time.perf_counter() - t0)
+        stats.add(reqs, batch.seconds)
+        if timing_path is not None:
+            add_timing(timing_path, batch)
         new = [score_row(q, lp) for q, lp in zip(reqs, lps, strict=True)]
         if on_scores is not None:
             on_scores(new, list(lps))

@@ -166,6 +166,33 @@ class AppendLog:
         if not text:
             return
         with self.path.open("a", encoding="utf-8") as f:
+            if _fault_kill_due():
+                _torn_write_and_die(f, text)
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+
+
+# Fault injection for the kill-and-resume tests (tests/test_kill_resume.py): with
+# MOPD_EVAL_FAULT_KILL_AT_APPEND=N the N-th non-empty append of the process writes half its
+# bytes and the process SIGKILLs itself, the worst moment a real kill can hit. Unset, it costs
+# one dictionary lookup per append.
+_appends = 0
+
+
+def _fault_kill_due() -> bool:
+    global _appends
+    at = os.environ.get("MOPD_EVAL_FAULT_KILL_AT_APPEND")
+    if not at:
+        return False
+    _appends += 1
+    return _appends == int(at)
+
+
+def _torn_write_and_die(f, text: str) -> None:
+    import signal
+
+    f.write(text[: max(1, len(text) // 2)])
+    f.flush()
+    os.fsync(f.fileno())
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -338,16 +338,22 @@ class Trainer:
         bar = tqdm(total=cfg.max_steps, initial=self.start_step, desc=f"train {cfg.algo}", unit="step",
                    disable=not info.is_main)
         try:
+            save_s = None
             for step in range(self.start_step + 1, cfg.max_steps + 1):
                 metrics = self.step(step)
-                if (cfg.save_steps and step % cfg.save_steps == 0) or step == cfg.max_steps:
-                    t0 = time.perf_counter()
-                    last = self.save(step)
-                    metrics["timing_s/save_checkpoint"] = time.perf_counter() - t0
                 metrics["data/position"] = step * cfg.num_prompts_per_step
+                if save_s is not None:  # the checkpoint saved at the end of the previous step
+                    metrics["timing_s/save_checkpoint"] = save_s
+                # Logged before the checkpoint: a kill in between redoes this step on resume (its
+                # rows are dropped and rewritten), where the other order would lose them.
                 self._log_rollouts(step)
                 if self.log is not None:
                     self.log.write(step, metrics)
+                save_s = None
+                if (cfg.save_steps and step % cfg.save_steps == 0) or step == cfg.max_steps:
+                    t0 = time.perf_counter()
+                    last = self.save(step)
+                    save_s = time.perf_counter() - t0
                 bar.update(1)
                 bar.set_postfix(reward=f"{metrics['critic/rewards/mean']:.3f}",
                                 loss=f"{metrics['actor/loss']:.4g}" if math.isfinite(metrics["actor/loss"]) else "-")
