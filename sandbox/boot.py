@@ -34,15 +34,22 @@ RLIMIT_NAMES = {"as": "RLIMIT_AS", "cpu": "RLIMIT_CPU", "fsize": "RLIMIT_FSIZE",
 # (``__main__`` of ``-c``), which are cleared before the program runs.
 BOOT = r'''
 def _mopd_boot():
-    import os, sys, builtins, ctypes
+    import os, sys, builtins
     init, uid, ready, filt = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    # filt: the seccomp filter as hex, to install here; "-" none; "bwrap": bubblewrap installed
+    # it; "bwrap-nd": that, and the uid switch below makes the process non-dumpable by itself
+    # (fs.suid_dumpable = 0), so ctypes (~3 ms per run) is not needed at all.
     # Prepared before the program arrives (a pre-started sandbox does this while it waits).
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
-    class FProg(ctypes.Structure):
-        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-    bpf = ctypes.create_string_buffer(bytes.fromhex(filt)) if filt != "-" else None
-    fprog = FProg(len(bpf.raw) // 8, ctypes.addressof(bpf)) if bpf is not None else None
+    libc = ctypes = fprog = None
+    if filt != "bwrap-nd":
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
+        if filt not in ("-", "bwrap"):
+            class FProg(ctypes.Structure):
+                _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+            bpf = ctypes.create_string_buffer(bytes.fromhex(filt))
+            fprog = FProg(len(bpf.raw) // 8, ctypes.addressof(bpf))
 
     def read_exactly(n):
         chunks = []
@@ -92,13 +99,14 @@ def _mopd_boot():
         os.setresuid(uid, uid, uid)
     # Non-dumpable: no other process of the uid may read or write this one's memory or file
     # descriptors through /proc or ptrace (the harness drivers rely on it).
-    libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE
-    libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS (needed to install a filter unprivileged)
-    if fprog is not None and libc.prctl(22, 2, ctypes.addressof(fprog), 0, 0):  # SECCOMP_MODE_FILTER
-        os.write(2, b"mopd-sandbox: cannot install the seccomp filter: "
-                 + os.strerror(ctypes.get_errno()).encode() + b"\n")
-        os._exit(125)
-    del libc, bpf, fprog, FProg, ctypes
+    if libc is not None:
+        libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE
+        libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS (to install a filter unprivileged)
+        if fprog is not None and libc.prctl(22, 2, ctypes.addressof(fprog), 0, 0):  # SECCOMP
+            os.write(2, b"mopd-sandbox: cannot install the seccomp filter: "
+                     + os.strerror(ctypes.get_errno()).encode() + b"\n")
+            os._exit(125)
+    del libc, fprog, ctypes
     path = os.path.abspath("main.py")
     sys.argv[:] = ["main.py"]
     os.write(ready, b"!")  # the parent's clock for the program starts now
@@ -133,11 +141,13 @@ READY_FD = "{ready_fd}"  # placeholder in argv for the pipe on which BOOT signal
 
 
 def boot_argv(python: str, *, init: bool, uid: int | None,
-              site_packages: bool = False, seccomp: bytes | None = None) -> list[str]:
+              site_packages: bool = False, seccomp: bytes | str | None = None) -> list[str]:
     """``python <flags> -c BOOT`` with its arguments. seccomp: the raw BPF filter the
-    launcher installs in the program's process (sandbox/seccomp.py), or None."""
+    launcher installs in the program's process (sandbox/seccomp.py), None for none, or
+    ``"bwrap"`` / ``"bwrap-nd"`` when bubblewrap installs it (see BOOT)."""
+    filt = seccomp.hex() if isinstance(seccomp, bytes) else (seccomp or "-")
     return [python, *python_flags(site_packages), "-c", BOOT, "1" if init else "0",
-            "-" if uid is None else str(uid), READY_FD, seccomp.hex() if seccomp else "-"]
+            "-" if uid is None else str(uid), READY_FD, filt]
 
 
 def boot_input(program: bytes, limits: Limits) -> bytes:

@@ -15,6 +15,7 @@ Without root there is no uid switch at all.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -23,6 +24,17 @@ from sandbox.cgroups import CgroupRoot
 from sandbox.config import Limits
 
 SANDBOX_CWD = "/work"  # the program's working directory under bubblewrap
+SECCOMP_FD = "{seccomp_fd}"  # placeholder in argv for the pipe bubblewrap reads the filter from
+
+
+@functools.lru_cache(maxsize=1)
+def suid_dumpable() -> str:
+    """``fs.suid_dumpable``: 0 means a process that changed its uid is not dumpable."""
+    try:
+        with open("/proc/sys/fs/suid_dumpable") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
 
 _SYSTEM_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 
@@ -42,13 +54,14 @@ class Tools:
 
 @dataclass(frozen=True)
 class Command:
-    """argv may contain the placeholder ``{status_fd}`` (a pipe for bubblewrap's JSON status),
-    which the runner replaces with an fd number. The program itself arrives on stdin (boot.py)."""
+    """argv may contain the placeholders ``{status_fd}`` (a pipe for bubblewrap's JSON status)
+    and ``{seccomp_fd}`` (a pipe holding the filter), which the runner replaces with fd numbers. The program itself arrives on stdin (boot.py)."""
 
     argv: list[str]
     user: int | None  # uid/gid subprocess switches to before exec, None for no switch
     cwd: str
     namespaces: bool  # bubblewrap (uses the placeholder)
+    seccomp: bytes | None = None  # what to write into the pipe of ``{seccomp_fd}``, if any
 
 
 def _system_mounts() -> list[str]:
@@ -128,17 +141,24 @@ def build_command(backend: str, tools: Tools, limits: Limits, workdir: str | Non
                        workdir, False)
     if tools.bwrap is None:
         raise ValueError(f"backend {backend} needs bubblewrap")
+    # bubblewrap installs the filter (read from a pipe, see execute.py) in the launcher it
+    # starts, so the launcher needs no ctypes for it.
+    seccomp_args = ["--seccomp", SECCOMP_FD] if tools.seccomp else []
     if backend == "bwrap-userns":
         drop, user = drop_privileges(tools, uid)
-        argv = drop + [tools.bwrap, *bwrap_args(tools, limits, True), "--",
+        argv = drop + [tools.bwrap, *bwrap_args(tools, limits, True), *seccomp_args, "--",
                        *boot_argv(tools.python, init=True, uid=None,
-                                  site_packages=tools.site_packages, seccomp=tools.seccomp)]
-        return Command(argv, user, "/", True)
+                                  site_packages=tools.site_packages,
+                                  seccomp="bwrap" if tools.seccomp else None)]
+        return Command(argv, user, "/", True, tools.seccomp)
     if backend == "bwrap-root":
         if uid is None:
             raise ValueError("bwrap-root needs root")
-        argv = [tools.bwrap, *bwrap_args(tools, limits, False), "--",
+        # The launcher's switch from root to the uid makes the process non-dumpable when
+        # fs.suid_dumpable is 0; otherwise it must say so itself (ctypes).
+        filt = ("bwrap-nd" if suid_dumpable() == "0" else "bwrap") if tools.seccomp else None
+        argv = [tools.bwrap, *bwrap_args(tools, limits, False), *seccomp_args, "--",
                 *boot_argv(tools.python, init=True, uid=uid,
-                           site_packages=tools.site_packages, seccomp=tools.seccomp)]
-        return Command(argv, None, "/", True)
+                           site_packages=tools.site_packages, seccomp=filt)]
+        return Command(argv, None, "/", True, tools.seccomp)
     raise ValueError(f"unknown backend {backend!r}")

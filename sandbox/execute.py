@@ -26,7 +26,7 @@ from typing import Protocol
 from sandbox.boot import READY_FD, boot_input
 from sandbox.cgroups import RunCgroup
 from sandbox.cleanup import make_workdir, remove_workdir, sweep_ipc, sweep_owned_files
-from sandbox.command import Command, Tools, build_command
+from sandbox.command import SECCOMP_FD, Command, Tools, build_command
 from sandbox.config import Limits, MiB
 from sandbox.result import Result, classify, decode_wrapper_exit
 from sandbox.uids import Lease, UidPool, kill_all
@@ -234,6 +234,16 @@ class _Supervisor:
             self.status_r, status_w = os.pipe()
             fds["{status_fd}"] = str(status_w)
             pass_fds += (status_w,)
+        seccomp_r = None
+        if SECCOMP_FD in self.cmd.argv:
+            # A few hundred bytes: the pipe holds them all, so bubblewrap reads them at leisure.
+            seccomp_r, seccomp_w = os.pipe()
+            try:
+                os.write(seccomp_w, self.cmd.seccomp)
+            finally:
+                os.close(seccomp_w)
+            fds[SECCOMP_FD] = str(seccomp_r)
+            pass_fds += (seccomp_r,)
         argv = [fds.get(a, a) for a in self.cmd.argv]
         ids = {}
         if self.cmd.user is not None:
@@ -245,7 +255,7 @@ class _Supervisor:
                 start_new_session=True, **ids,
             )
         finally:
-            for fd in (status_w, ready_w):
+            for fd in (status_w, ready_w, seccomp_r):
                 if fd is not None:
                     os.close(fd)
         self.pidfd = os.pidfd_open(self.proc.pid)
