@@ -42,8 +42,8 @@ def _round(a: np.ndarray | None) -> list[float] | None:
 def _peers(group: Sequence[Rollout], i: int, cond: Condition, meta: dict) -> dict:
     ctx = build_context(group, i, cond, TemplateSet(**meta["templates"]), order=meta["order"], seed=meta["seed"])
     return {"effective": ctx.effective,
-            "blocks": [{"role": b.role, "rid": b.rollout_id, "text": b.text if b.rollout_id is None else None}
-                       for b in ctx.blocks]}
+            "blocks": [{"role": b.role, "rid": b.rollout_id} if b.rollout_id is not None else
+                       {"role": b.role, "rid": None, "text": b.text} for b in ctx.blocks]}
 
 
 def _target(store: TokenLogprobs, t: Target, group: Sequence[Rollout], i: int, conditions: Sequence[Condition],
@@ -76,8 +76,9 @@ def viewer_data(store: TokenLogprobs, targets: dict[str, list[Target]], rollouts
 
 
 def render(data: dict) -> str:
-    """The page: template, style and script with ``data`` embedded (``</`` escaped)."""
-    payload = json.dumps(data, ensure_ascii=False).replace("</", "<\\/")
+    """The page: template, style and script with ``data`` embedded."""
+    # "<" only occurs inside JSON strings; as \u003c no response text can close the script or open a comment.
+    payload = json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
     return (_PAGE.replace("__TITLE__", html.escape(data["title"] or "Token-level teacher signal"))
             .replace("__DATA__", payload))
 

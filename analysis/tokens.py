@@ -50,14 +50,17 @@ PROFILE = tuple(range(-4, 13))  # positions relative to the divergence token in 
 CODE_TASKS = frozenset({"humaneval", "lcb"})
 NO_SPAN_TASKS = frozenset({"toolalpaca", "sciknoweval"})  # answers that are not a number or a program
 
-DIVERGENCE = ("div_at_fail", "div_else_fail", "div_at_succ", "div_else_succ", "div_gap", "div_fail_at_minus_else")
-ANSWER = ("ans_in_fail", "ans_out_fail", "ans_in_succ", "ans_out_succ", "ans_gap", "ans_fail_in_minus_out")
+DIVERGENCE = ("div_at_fail", "div_else_fail", "div_at_succ", "div_else_succ", "div_gap", "div_fail_at_minus_else",
+              "div_succ_at_minus_else")
+ANSWER = ("ans_in_fail", "ans_out_fail", "ans_in_succ", "ans_out_succ", "ans_gap", "ans_fail_in_minus_out",
+          "ans_succ_in_minus_out")
 SEPARATION = ("auc_seq_mean", "auc_answer_logprob", "auc_adv_answer", "auc_adv_suffix", "auc_adv_mean")
 METRICS = DIVERGENCE + ANSWER + SEPARATION
 LABELS = {
     "div_at_fail": "failures: A_t at divergence", "div_else_fail": "failures: A_t elsewhere",
     "div_at_succ": "successes: A_t at divergence", "div_else_succ": "successes: A_t elsewhere",
     "div_gap": "at divergence: successes - failures", "div_fail_at_minus_else": "failures: at - elsewhere",
+    "div_succ_at_minus_else": "successes: at - elsewhere", "ans_succ_in_minus_out": "successes: in - outside",
     "ans_in_fail": "failures: A_t in answer", "ans_out_fail": "failures: A_t outside",
     "ans_in_succ": "successes: A_t in answer", "ans_out_succ": "successes: A_t outside",
     "ans_gap": "in answer: successes - failures", "ans_fail_in_minus_out": "failures: in - outside",
@@ -253,6 +256,8 @@ def prompt_values(vals: Sequence[tuple[bool, float, dict]]) -> dict[str, float]:
     m["div_fail_at_minus_else"] = m["div_at_fail"] - m["div_else_fail"]
     m["ans_gap"] = m["ans_in_succ"] - m["ans_in_fail"]
     m["ans_fail_in_minus_out"] = m["ans_in_fail"] - m["ans_out_fail"]
+    m["div_succ_at_minus_else"] = m["div_at_succ"] - m["div_else_succ"]
+    m["ans_succ_in_minus_out"] = m["ans_in_succ"] - m["ans_out_succ"]
     return m
 
 
@@ -390,11 +395,13 @@ def markdown_tables(result: dict) -> str:
     div = [("div_at_fail", "failures: at divergence"), ("div_else_fail", "failures: elsewhere"),
            ("div_at_succ", "successes: at divergence"), ("div_else_succ", "successes: elsewhere"),
            ("Δdiv_gap", "at divergence, succ − fail (vs base)"),
-           ("Δdiv_fail_at_minus_else", "failures, at − elsewhere (vs base)")]
+           ("Δdiv_fail_at_minus_else", "failures, at − elsewhere (vs base)"),
+           ("Δdiv_succ_at_minus_else", "successes, at − elsewhere (vs base)")]
     ans = [("ans_in_fail", "failures: in answer"), ("ans_out_fail", "failures: outside"),
            ("ans_in_succ", "successes: in answer"), ("ans_out_succ", "successes: outside"),
            ("Δans_gap", "in answer, succ − fail (vs base)"),
-           ("Δans_fail_in_minus_out", "failures, in − outside (vs base)")]
+           ("Δans_fail_in_minus_out", "failures, in − outside (vs base)"),
+           ("Δans_succ_in_minus_out", "successes, in − outside (vs base)")]
     sep = [("auc_seq_mean", "mean log-prob (Table 7)"), ("Δauc_seq_mean", "Δ vs base"),
            ("auc_answer_logprob", "answer-span log-prob"), ("Δauc_answer_logprob", "Δ vs base"),
            ("auc_adv_answer", "Σ A_t, answer"), ("auc_adv_suffix", "Σ A_t, divergent suffix"),

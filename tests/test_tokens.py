@@ -204,6 +204,16 @@ def test_viewer_is_self_contained(run):
     assert "<script src" not in page and "<link" not in page
 
 
+def test_viewer_embeds_response_text_that_looks_like_markup_as_data():
+    from analysis.token_viewer import render
+
+    page = render({"title": "t", "problems": [{"id": "p", "prompt": "<!-- x", "targets": []}], "conditions": [],
+                   "scale": 1.0, "start": "base", "pieces": ["</script><script>alert(1)</script>"]})
+    assert page.count("</script>") == 2 and "<!-- x" not in page
+    data = page.split('id="data">')[1].split("</script>")[0]
+    assert json.loads(data)["pieces"] == ["</script><script>alert(1)</script>"]
+
+
 def test_viewer_shows_coloured_tokens_in_headless_chromium(run, tmp_path):
     from analysis.token_viewer import dump_dom, find_chromium, screenshot
 
