@@ -28,10 +28,11 @@ from mopd_eval.contexts import (
     resolve_templates,
 )
 from mopd_eval.errors import InputError
-from mopd_eval.jsonl import write_jsonl_atomic, write_text_atomic
+from mopd_eval.jsonl import iter_jsonl, write_jsonl_atomic, write_text_atomic
 from mopd_eval.records import group_rollouts, placement_for, read_rollouts
 from mopd_eval.resumable import ResumableRun, file_sha256
 from mopd_eval.run_keys import model_key
+from mopd_eval.scaleout import ONE_PROCESS, Shard, barrier, current_shard, finish
 from mopd_eval.versions import package_versions
 
 DEFAULT_ROLLOUTS = "smollm2_signal_rollouts.jsonl"
@@ -133,11 +134,42 @@ def study_key(args: argparse.Namespace, inputs: StudyInputs) -> dict:
     }
 
 
-def score_run(out: Path, key: dict) -> ResumableRun:
-    """The resumable score log in ``OUT/work/`` (the working copy's own; git-ignored)."""
-    work = out / WORK_DIR
-    return ResumableRun(work / "teacher_scores.jsonl", work / "teacher_scores.run.json", key,
+def score_run(out: Path, key: dict, shard: Shard = ONE_PROCESS) -> ResumableRun:
+    """The resumable score log of ``shard`` in ``OUT/work/`` (the working copy's own; git-ignored)."""
+    work, sfx = out / WORK_DIR, shard.suffix
+    return ResumableRun(work / f"teacher_scores{sfx}.jsonl", work / f"teacher_scores{sfx}.run.json", key,
                         extendable=("conditions",), what="signal study")
+
+
+def timing_path(out: Path, shard: Shard = ONE_PROCESS) -> Path:
+    return out / WORK_DIR / f"teacher_scores{shard.suffix}.timing.json"
+
+
+def canonical_order(rows: list[dict], inputs: StudyInputs) -> list[dict]:
+    """Rows in problem order, then the ``--conditions`` order, then group order: the same file
+    however the work was split over runs and processes."""
+    pos = {(r.problem_id, r.rollout_id): (g, t) for g, grp in enumerate(inputs.groups) for t, r in enumerate(grp)}
+    cond = {c.name: i for i, c in enumerate(inputs.conditions)}
+
+    def key(row: dict) -> tuple:
+        g, t = pos[(row["problem_id"], row["rollout_id"])]
+        return g, cond[row["condition"]], t
+
+    return sorted(rows, key=key)
+
+
+def merged_rows(out: Path, shard: Shard, rows: list[dict], inputs: StudyInputs) -> tuple[list[dict], dict]:
+    """Rank 0, after the barrier: every rank's rows (the wanted ones) and summed timings."""
+    total = add_timing(timing_path(out, shard), ScoringStats())
+    for other in shard.all()[1:]:
+        log = score_run(out, {}, other).log_path
+        wanted = {c.name for c in inputs.conditions}
+        pids = {g[0].problem_id for g in other.take(inputs.groups)}
+        rows = rows + [r for _, r in iter_jsonl(log, allow_torn_tail=True)
+                       if r["condition"] in wanted and r["problem_id"] in pids]
+        more = add_timing(timing_path(out, other), ScoringStats())
+        total = {k: total.get(k, 0) + more.get(k, 0) for k in set(total) | set(more)}
+    return canonical_order(rows, inputs), total
 
 
 def run(args: argparse.Namespace) -> int:
@@ -155,18 +187,30 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     from analysis.token_logprobs import TokenStore
 
+    shard = current_shard()
+    if shard.world > 1 and args.save_token_logprobs:
+        if shard.is_main:
+            print("mopd-eval signal: per-token log-probs are not saved under torchrun yet; run one process "
+                  "for them", file=sys.stderr)
+        args.save_token_logprobs = False
+    mine = [r for g in shard.take(inputs.groups) for r in g]
     store = TokenStore(out / WORK_DIR, fresh=args.rescore) if args.save_token_logprobs else None
-    with score_run(out, key) as run_:
+    with score_run(out, key, shard) as run_:
         # The log is the working copy's own (git-ignored): a fresh clone scores the study itself
         # rather than reusing the committed scores.
         write_text_atomic(out / WORK_DIR / ".gitignore", "*\n")
-        rows, stats = score_rollouts(engine, inputs.rollouts, inputs.conditions, run_, placement=inputs.placement,
+        rows, stats = score_rollouts(engine, mine, inputs.conditions, run_, placement=inputs.placement,
                                      templates=inputs.templates, order=args.order, seed=args.seed,
                                      fresh=args.rescore, on_scores=store and store.on_scores,
-                                     timing_path=out / WORK_DIR / "teacher_scores.timing.json")
+                                     timing_path=timing_path(out, shard))
         if store:
             store.finish(out, rows, engine, inputs, args)
-        total = add_timing(out / WORK_DIR / "teacher_scores.timing.json", ScoringStats())
+    barrier(shard)
+    if not shard.is_main:
+        finish(shard)
+        return 0
+    rows, total = merged_rows(out, shard, rows, inputs)
+    finish(shard)
     write_jsonl_atomic(out / "teacher_scores.jsonl", rows)
     scored = [r for r in rows if r["n_tokens"] > 0]
     t0 = time.perf_counter()

@@ -34,10 +34,10 @@ import numpy as np
 
 from mopd_eval.diversity import pass_at_k_curve
 from mopd_eval.errors import InputError
-from mopd_eval.jsonl import iter_jsonl, write_json_atomic, write_text_atomic
-from mopd_eval.pipeline import SampledRecord, SamplingConfig, sample_and_verify
-from mopd_eval.resumable import ResumableRun
-from mopd_eval.rollout_gen import todo_problems
+from mopd_eval.jsonl import write_json_atomic, write_text_atomic
+from mopd_eval.pipeline import SampledRecord, SamplingConfig
+from mopd_eval.rollout_gen import SampledRun, sample_into
+from mopd_eval.scaleout import ONE_PROCESS, Shard
 from mopd_eval.tasks.base import Problem, Task
 from mopd_eval.versions import package_versions
 
@@ -77,35 +77,31 @@ class TaskRun:
 
 
 def run_task(run: TaskRun, get_engine: Callable[[], object], cfg: SamplingConfig, *,
-             chunk_problems: int = 4, rescore: bool = False) -> dict:
+             chunk_problems: int = 4, rescore: bool = False, shard: Shard = ONE_PROCESS) -> dict | None:
     """Generate and verify the missing samples of ``run``, then write results and table.
 
     ``get_engine()`` is called only when samples are missing, so a finished run never loads the
-    model. Returns the results dict (as written to ``results.json``).
+    model. Returns the results dict (as written to ``results.json``); under torchrun only rank 0
+    writes and returns it (the others return ``None``).
     """
     out = run.out_dir
-    resumable = ResumableRun(out / PARTIAL, out / CONFIG, run.config, final_path=out / SAMPLES,
-                             what="bench run")
-    with resumable:
-        done = resumable.start(fresh=rescore)
-        if not resumable.finished:
-            todo = todo_problems(run.problems, resumable, done, cfg.n)
-            if todo:
-                first_chunk = max((row.get("chunk", -1) for row in done), default=-1) + 1
-                sample_and_verify(get_engine(), run.task, todo, cfg, chunk_problems=chunk_problems,
-                                  first_chunk=first_chunk, total=len(run.problems),
-                                  desc=f"bench {run.task.name}",
-                                  on_chunk=lambda recs: resumable.append(sample_row(r, run.task.name) for r in recs))
-            resumable.finish()
-        rows = [obj for _, obj in iter_jsonl(out / SAMPLES)]
-        try:
-            results = summarize(rows, [p.problem_id for p in run.problems], cfg.n)
-        except ValueError as e:  # the data file changed under a finished run
-            raise InputError(f"the samples do not match the task's problems ({e}); rerun with --rescore or use "
-                             "another --out", path=out / SAMPLES) from None
-        results = {"task": run.task.name, **results, "config": run.config, "versions": package_versions()}
-        write_json_atomic(out / RESULTS, results)
-        write_text_atomic(out / TABLE, markdown_table([results]))
+
+    def files(sfx: str) -> tuple[Path, Path, Path]:
+        return out / f"samples{sfx}.jsonl.partial", out / f"bench_config{sfx}.json", out / f"samples{sfx}.jsonl"
+
+    rows = sample_into(SampledRun(files, run.config, "bench"), run.task, get_engine, run.problems, cfg,
+                       lambda r: sample_row(r, run.task.name), chunk_problems=chunk_problems, rescore=rescore,
+                       shard=shard)
+    if rows is None:
+        return None
+    try:
+        results = summarize(rows, [p.problem_id for p in run.problems], cfg.n)
+    except ValueError as e:  # the data file changed under a finished run
+        raise InputError(f"the samples do not match the task's problems ({e}); rerun with --rescore or use "
+                         "another --out", path=out / SAMPLES) from None
+    results = {"task": run.task.name, **results, "config": run.config, "versions": package_versions()}
+    write_json_atomic(out / RESULTS, results)
+    write_text_atomic(out / TABLE, markdown_table([results]))
     return results
 
 

@@ -127,10 +127,15 @@ def run(args: argparse.Namespace) -> int:
             engines.append(make_engine(args.engine, args.model))
         return engines[0]
 
+    from mopd_eval.scaleout import current_shard, finish
+
+    shard = current_shard()  # torchrun: this rank's share of every task; rank 0 merges and reports
     results = []
     try:
         for r, sampling in runs:
-            res = run_task(r, get_engine, sampling, chunk_problems=args.chunk, rescore=args.rescore)
+            res = run_task(r, get_engine, sampling, chunk_problems=args.chunk, rescore=args.rescore, shard=shard)
+            if res is None:
+                continue
             results.append(res)
             m, n = res["metrics"], sampling.n
             print(f"{r.task.name}: {m['problems_scored']} problems, mean@{n} {m[f'mean@{n}']}, "
@@ -138,6 +143,9 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for r, _ in runs:
             r.task.close()
+        finish(shard)
+    if not shard.is_main:
+        return 0
     if len(runs) > 1:
         write_text_atomic(out / "table.md", markdown_table(results))
         # Not "results.json": that name is one task's results (report indexes glob for it).

@@ -32,19 +32,24 @@ def run(args: argparse.Namespace) -> int:
     from mopd_eval.commands.bench import prepare_runs
     from mopd_eval.engines import make_engine
     from mopd_eval.rollout_gen import write_rollouts_resumable
+    from mopd_eval.scaleout import current_shard, finish
 
     for flag in ("chunk", "limit"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise InputError("must be >= 1", field=f"--{flag}")
     # The same task, problems and content key as bench builds (checked before the model loads).
     [(spec, sampling)] = prepare_runs(args, [args.task], {args.task: args.data}, Path(args.out).parent)
+    shard = current_shard()  # torchrun: this rank's share; rank 0 merges
     try:
         out = write_rollouts_resumable(
             spec.task, lambda: make_engine(args.engine, args.model), spec.problems, sampling, args.out,
-            model_name=args.model, key=spec.config, chunk_problems=args.chunk, rescore=args.rescore,
+            model_name=args.model, key=spec.config, chunk_problems=args.chunk, rescore=args.rescore, shard=shard,
         )
     finally:
         spec.task.close()
+        finish(shard)
+    if out is None:
+        return 0
     from mopd_eval.records import group_rollouts, read_rollouts
 
     groups = group_rollouts(read_rollouts(out)).values()
