@@ -9,6 +9,9 @@ Files of one task's run in ``DIR``:
 * ``results.json``: mean@n and unbiased pass@k for k = 1..n, partial credit in its own labelled
   field, counts, per-problem successes, timings, the full config and package versions.
 * ``table.md``: the results as a Markdown table.
+* ``results_lmeval.json`` and ``samples_<task>.jsonl``: the same in lm-evaluation-harness's layout
+  (``mopd_eval/lmeval_format.py``), for tools that read the harness's output; pass@k carries a
+  bootstrap standard error over problems.
 
 Resumable (``resumable.ResumableRun``): finished chunks of problems are appended to
 ``samples.jsonl.partial`` (flushed), and ``bench_config.json`` records the run's content key
@@ -34,7 +37,8 @@ import numpy as np
 
 from mopd_eval.diversity import pass_at_k_curve
 from mopd_eval.errors import InputError
-from mopd_eval.jsonl import write_json_atomic, write_text_atomic
+from mopd_eval.jsonl import write_json_atomic, write_jsonl_atomic, write_text_atomic
+from mopd_eval.lmeval_format import results_file, sample_lines
 from mopd_eval.pipeline import SampledRecord, SamplingConfig
 from mopd_eval.rollout_gen import SampledRun, sample_into
 from mopd_eval.scaleout import ONE_PROCESS, Shard
@@ -102,7 +106,30 @@ def run_task(run: TaskRun, get_engine: Callable[[], object], cfg: SamplingConfig
     results = {"task": run.task.name, **results, "config": run.config, "versions": package_versions()}
     write_json_atomic(out / RESULTS, results)
     write_text_atomic(out / TABLE, markdown_table([results]))
+    write_lmeval(out, [results])
+    write_jsonl_atomic(out / f"samples_{run.task.name}.jsonl",
+                       sample_lines(run.task.name, rows, run.problems, cfg.n))
     return results
+
+
+def write_lmeval(out: Path, results: Sequence[dict]) -> None:
+    """``results_lmeval.json``: the results in lm-evaluation-harness's layout (``lmeval_format``)."""
+    model = results[0]["config"].get("model_name") if results else None
+    write_json_atomic(out / "results_lmeval.json", results_file(results, f"pretrained={model}"))
+
+
+PASS_AT_K_BOOTSTRAP = 1000  # draws over problems for the pass@k standard errors (seed 0)
+
+
+def bootstrap_stderr(per_problem: np.ndarray, draws: int = PASS_AT_K_BOOTSTRAP, seed: int = 0) -> list[float | None]:
+    """Standard error of each column's mean over problems (rows), by a seeded bootstrap over
+    problems: pass@k of a problem is not a Bernoulli draw, so the binomial formula does not
+    apply. ``None`` with fewer than two problems."""
+    p = per_problem.shape[0]
+    if p < 2:
+        return [None] * per_problem.shape[1]
+    idx = np.random.default_rng(seed).integers(0, p, size=(draws, p))
+    return [float(v) for v in per_problem[idx].mean(axis=1).std(axis=0, ddof=1)]
 
 
 def summarize(rows: Sequence[dict], problem_ids: Sequence[str], n: int) -> dict:
@@ -137,6 +164,7 @@ def summarize(rows: Sequence[dict], problem_ids: Sequence[str], n: int) -> dict:
             f"mean@{n}": float(frac.mean()) if has else None,
             f"mean@{n}_stderr": float(frac.std(ddof=1) / np.sqrt(len(scored))) if len(scored) > 1 else None,
             "pass@k": {str(k): (float(curves[:, k - 1].mean()) if has else None) for k in range(1, n + 1)},
+            "pass@k_stderr": {str(k): v for k, v in zip(range(1, n + 1), bootstrap_stderr(curves), strict=True)},
             "partial_credit": {"value": float(part.mean()) if has else None, "label": PARTIAL_LABEL},
         },
         "counts": {

@@ -184,3 +184,32 @@ def test_bad_data_fails_before_the_model_loads_naming_file_and_line(tmp_path, ca
     assert main(["bench", "--task", "arith", "--task", "lcb", "--data", "x.jsonl", "--out", str(tmp_path / "o")]) == 2
     assert "TASK=PATH" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_lmeval_shaped_results_and_samples(all_tasks_run):
+    d = all_tasks_run / "arith"
+    lm = json.loads((d / "results_lmeval.json").read_text())
+    res = json.loads((d / "results.json").read_text())
+    r = lm["results"]["arith"]
+    assert r["mean@2,none"] == res["metrics"]["mean@2"] and "mean@2_stderr,none" in r
+    assert r["pass@2,none"] == res["metrics"]["pass@k"]["2"] and "pass@2_stderr,none" in r
+    assert lm["n-samples"]["arith"] == {"original": 2, "effective": 2}
+    assert lm["configs"]["arith"]["repeats"] == 2 and lm["n-shot"]["arith"] == 0
+    assert lm["config"]["model_args"].startswith("pretrained=")
+    lines = rows(d / "samples_arith.jsonl")
+    assert [x["doc_id"] for x in lines] == [0, 1] and all(len(x["resps"][0]) == 2 for x in lines)
+    combined = json.loads((all_tasks_run / "results_lmeval.json").read_text())
+    assert set(combined["results"]) == set(combined["versions"]) and "humaneval" in combined["results"]
+
+
+def test_pass_at_k_stderr_is_a_seeded_bootstrap_over_problems():
+    import numpy as np
+
+    from mopd_eval.bench import bootstrap_stderr
+
+    rng = np.random.default_rng(1)
+    x = rng.random((400, 2))
+    se = bootstrap_stderr(x, draws=4000)
+    assert se == bootstrap_stderr(x, draws=4000)  # seeded
+    assert abs(se[0] - x[:, 0].std(ddof=1) / np.sqrt(400)) < 0.1 * se[0]  # the plain SE of a mean
+    assert bootstrap_stderr(x[:1]) == [None, None]

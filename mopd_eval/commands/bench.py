@@ -105,7 +105,7 @@ def _task_run(args: argparse.Namespace, name: str, task, data: str | None, out: 
 
 
 def run(args: argparse.Namespace) -> int:
-    from mopd_eval.bench import markdown_table, run_task
+    from mopd_eval.bench import markdown_table, run_task, write_lmeval
     from mopd_eval.jsonl import write_json_atomic, write_text_atomic
 
     names = parse_tasks(args.task)
@@ -150,5 +150,6 @@ def run(args: argparse.Namespace) -> int:
         write_text_atomic(out / "table.md", markdown_table(results))
         # Not "results.json": that name is one task's results (report indexes glob for it).
         write_json_atomic(out / "summary.json", {"tasks": {r["task"]: r for r in results}})
+        write_lmeval(out, results)
     print(f"done in {time.perf_counter() - t0:.0f} s; table: {out / 'table.md'}")
     return 0
