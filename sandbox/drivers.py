@@ -58,5 +58,6 @@ def guest_program(python_version: str) -> str:
     CPU); otherwise as source."""
     if python_version.split(".")[:2] != [str(v) for v in sys.version_info[:2]]:
         return GUEST_SOURCE
-    code = marshal.dumps(compile(GUEST_SOURCE, "guest.py", "exec"))
+    # optimize=2 drops the docstrings: a smaller literal for every run to parse.
+    code = marshal.dumps(compile(GUEST_SOURCE, "guest.py", "exec", optimize=2))
     return f"import marshal\nexec(marshal.loads({code!r}))\n"

@@ -38,12 +38,13 @@ before the fork).
 from __future__ import annotations
 
 # Every import here is paid by every run (the interpreter is fresh): only cheap ones at the top;
-# traceback and linecache (~4 ms) load only when an error is reported.
+# traceback and linecache (~4 ms) load only when an error is reported, and _signal stands in for
+# signal, which imports enum (~4 ms) around the same functions.
+import _signal as signal
 import builtins
 import marshal
 import os
 import select
-import signal
 import sys
 import time
 
@@ -223,7 +224,8 @@ def _load_solution(spec: dict) -> dict:
         return {"e": type(e).__name__, "m": _safe_str(e), "tb": _trace(e)}
     callables = [k for k, v in list(ns.items())
                  if isinstance(k, str) and callable(v) and not isinstance(v, type)]
-    modules = [v.__name__ for v in list(ns.values()) if type(v).__name__ == "module"]
+    modules = [(k, v.__name__) for k, v in list(ns.items())
+               if isinstance(k, str) and type(v).__name__ == "module"]
     return {"ready": True, "callables": callables, "modules": modules}
 
 
@@ -424,13 +426,17 @@ def _exit_like(status: int) -> None:
 
 
 def run_assert(spec: dict) -> None:
+    # The prompt (trusted, and part of the program anyway) runs before the fork, so that the
+    # modules it imports (typing, math) are loaded once for both processes; the tests run only
+    # after the fork, so that the candidate never holds them (nor their expected values).
+    trusted = _trusted_prompt(spec.get("prompt"))
     cand = Candidate(spec)
     nonce = sys.stdin.readline()  # after the fork: the candidate never had it
     try:
         ready = cand.receive()
         if ready is None or "e" in ready:
             _raise_from_reply(ready or {})
-        ns = _assert_namespace(spec, cand, ready)
+        ns = _assert_namespace(spec, cand, ready, trusted)
         _cache_source("test.py", spec["test"])
         exec(compile(spec["test"], "test.py", "exec"), ns)
         ns["check"](ns[spec["entry_point"]])
@@ -455,27 +461,38 @@ def run_assert(spec: dict) -> None:
     sys.stdout.flush()
 
 
-def _assert_namespace(spec: dict, cand: Candidate, ready: dict) -> dict:
+def _trusted_prompt(prompt: str | None) -> dict | None:
+    """The namespace of the problem's own prompt (helpers such as HumanEval/32's ``poly``), or
+    None without one (or when it is no program)."""
+    if not prompt:
+        return None
+    trusted: dict = {"__name__": "__test__", "__builtins__": builtins}
+    _cache_source("prompt.py", prompt)
+    try:
+        exec(compile(prompt, "prompt.py", "exec"), trusted)
+    except Exception:  # noqa: BLE001 (a prompt that is no program: proxies only)
+        return None
+    return trusted
+
+
+def _assert_namespace(spec: dict, cand: Candidate, ready: dict, trusted: dict | None) -> dict:
+    """Where the tests run: the candidate's top-level functions as proxies and its standard
+    modules, overridden by the prompt's own definitions (so the tests use the problem's
+    helpers, not whatever the completion redefined), and the entry point always a proxy."""
     ns: dict = {"__name__": "__test__", "__builtins__": builtins}
-    for name in ready.get("modules") or []:
-        if isinstance(name, str) and name.split(".")[0] in sys.stdlib_module_names:
+    for pair in ready.get("modules") or []:
+        if (isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(x, str) for x in pair)
+                and pair[1].split(".")[0] in sys.stdlib_module_names):
             try:
-                module = __import__(name)
-                ns[name.split(".")[0]] = module
+                __import__(pair[1])
+                ns[pair[0]] = sys.modules[pair[1]]
             except Exception:  # noqa: BLE001, S110 (the test reports what is missing)
                 pass
     for name in ready.get("callables") or []:
         if isinstance(name, str):
             ns[name] = _Proxy(cand, name)
-    if spec.get("prompt"):
-        # The problem's own helpers (trusted data, e.g. HumanEval/32's poly) run here, so the
-        # tests use them and not whatever the completion redefined.
-        trusted: dict = {"__name__": "__test__", "__builtins__": builtins}
-        try:
-            exec(compile(spec["prompt"], "prompt.py", "exec"), trusted)
-            ns.update(trusted)
-        except Exception:  # noqa: BLE001, S110 (a prompt that is no program: proxies only)
-            pass
+    if trusted is not None:
+        ns.update(trusted)
     ns[spec["entry_point"]] = _Proxy(cand, spec["entry_point"])
     return ns
 
