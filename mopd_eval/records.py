@@ -1,6 +1,6 @@
 """Rollout records: the dataclass, validation, and the JSONL reader and writer.
 
-One rollout a line (DESIGN.md). A *group* is every rollout of one ``problem_id``, in file order.
+One rollout a line (docs/formats.md). A *group* is every rollout of one ``problem_id``, in file order.
 Ids are kept as strings: a file that mixes ``1`` and ``"1"`` would otherwise split one group in
 two, and score files join on them.
 
