@@ -479,20 +479,24 @@ def _assert_namespace(spec: dict, cand: Candidate, ready: dict, trusted: dict | 
     """Where the tests run: the candidate's top-level functions as proxies and its standard
     modules, overridden by the prompt's own definitions (so the tests use the problem's
     helpers, not whatever the completion redefined), and the entry point always a proxy."""
-    ns: dict = {"__name__": "__test__", "__builtins__": builtins}
+    # The prompt's own namespace is the tests' (its helpers' globals), so that a helper that
+    # calls the entry point reaches the proxy, not the prompt's stub.
+    ns: dict = trusted if trusted is not None else {"__name__": "__test__",
+                                                     "__builtins__": builtins}
+    own = set(ns)
     for pair in ready.get("modules") or []:
         if (isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(x, str) for x in pair)
                 and pair[1].split(".")[0] in sys.stdlib_module_names):
+            if pair[0] in own:
+                continue
             try:
                 __import__(pair[1])
                 ns[pair[0]] = sys.modules[pair[1]]
             except Exception:  # noqa: BLE001, S110 (the test reports what is missing)
                 pass
     for name in ready.get("callables") or []:
-        if isinstance(name, str):
+        if isinstance(name, str) and name not in own:
             ns[name] = _Proxy(cand, name)
-    if trusted is not None:
-        ns.update(trusted)
     ns[spec["entry_point"]] = _Proxy(cand, spec["entry_point"])
     return ns
 

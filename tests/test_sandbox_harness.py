@@ -398,3 +398,14 @@ def test_guest_ships_as_source_to_another_python_version():
     assert guest_program("2.7.18") == GUEST_SOURCE
     here = "%d.%d.0" % sys.version_info[:2]  # noqa: UP031
     assert guest_program(here).startswith("import marshal\n")
+
+
+def test_assert_prompt_helpers_run_in_the_driver_and_reach_the_candidate(sb):
+    # The prompt's helper is the problem's own (a completion redefining it changes nothing),
+    # and when it calls the entry point it reaches the candidate's, not the prompt's stub.
+    prompt = "def helper(x):\n    return add(x, 1)\n\ndef add(a, b):\n    '''Add.'''\n"
+    test = "def check(candidate):\n    assert helper(2) == 3\n    assert candidate(1, 1) == 2\n"
+    honest = prompt + "    return a + b\n"
+    assert run_assert_tests(honest, test, "add", prompt=prompt, sandbox=sb).passed
+    cheat = prompt + "    return a + b + 1\n\ndef helper(x):\n    return 3\n"
+    assert not run_assert_tests(cheat, test, "add", prompt=prompt, sandbox=sb).passed
