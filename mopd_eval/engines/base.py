@@ -18,6 +18,10 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+# Attention implementations (transformers' names) that take the arbitrary 4-D masks of
+# shared-prefix scoring; flash attention and paged kernels take padding masks only.
+MASK_ATTENTION = ("sdpa", "eager")
+
 
 @dataclass
 class Sample:

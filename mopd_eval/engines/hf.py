@@ -20,11 +20,13 @@ changes a sample only if a draw lands within that distance of a CDF boundary.
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 import torch
 
 from mopd_eval.engines.base import (
+    MASK_ATTENTION,
     Sample,
     check_generate_inputs,
     check_score_inputs,
@@ -38,19 +40,26 @@ from mopd_eval.engines.tree_scoring import (
     tree_logprobs,
 )
 
-__all__ = ["HFEngine", "ScoreStats"]
+__all__ = ["HFEngine", "ScoreStats", "load_hf_model", "torch_dtype"]
 
 
 class HFEngine:
     """Engine on a transformers causal LM (CPU or GPU).
 
-    ``model`` is an alias or a local directory (loaded with ``models.load_model``) or an already
-    loaded ``PreTrainedModel`` (then ``tokenizer`` is required). Scoring (see ``tree_scoring``):
-    ``pack_tokens`` bounds the padded positions of one forward, ``row_tokens`` the positions of a
-    subtree encoded as one tree-attention part (its attention span beyond its cached prefix),
-    ``kv_budget_mb`` the keys/values one call may keep. ``gen_batch_rows`` bounds the sampled
-    rows decoded together. Assumes full causal attention (Llama, Qwen2, ... families; not
-    sliding windows).
+    ``model`` is an alias, a local directory or a hub id ``org/name[@revision]`` (resolved with
+    ``models.resolve_model`` and loaded with ``from_pretrained``), or an already loaded
+    ``PreTrainedModel`` (then ``tokenizer`` is required and ``device``, ``dtype``,
+    ``attn_implementation`` and ``model_kwargs`` are not used). Loading: ``device`` (``cpu``,
+    ``cuda``, ``cuda:N``), ``dtype`` (a name or a ``torch.dtype``; default float32),
+    ``attn_implementation`` (default sdpa; one that cannot take the scoring's tree masks, such as
+    flash attention, falls back to sdpa with a warning), ``model_kwargs`` (passed to
+    ``from_pretrained`` unchanged). ``max_model_len`` refuses longer prompt + response.
+
+    Scoring (see ``tree_scoring``): ``pack_tokens`` bounds the padded positions of one forward,
+    ``row_tokens`` the positions of a subtree encoded as one tree-attention part (its attention
+    span beyond its cached prefix), ``kv_budget_mb`` the keys/values one call may keep.
+    ``gen_batch_rows`` bounds the sampled rows decoded together. Assumes full causal attention
+    (Llama, Qwen2, ... families; not sliding windows).
     """
 
     name = "hf"
@@ -61,24 +70,30 @@ class HFEngine:
         tokenizer=None,
         *,
         device: str = "cpu",
-        dtype=None,
+        dtype: str | torch.dtype | None = None,
+        attn_implementation: str | None = None,
+        max_model_len: int | None = None,
+        model_kwargs: dict | None = None,
         pack_tokens: int = 1024,
         row_tokens: int = 256,
         kv_budget_mb: float = 2048,
         gen_batch_rows: int = 32,
     ) -> None:
+        if min(pack_tokens, row_tokens, gen_batch_rows) < 1:
+            raise ValueError("pack_tokens, row_tokens and gen_batch_rows must be positive")
         if isinstance(model, (str, os.PathLike)):
-            from mopd_eval.models import load_model
-
-            model, loaded_tok = load_model(model, device=device, dtype=dtype)
+            model, loaded_tok = load_hf_model(
+                model, device=device, dtype=dtype, attn_implementation=attn_implementation,
+                model_kwargs=model_kwargs,
+            )
             tokenizer = tokenizer or loaded_tok
         elif tokenizer is None:
             raise ValueError("a loaded model needs its tokenizer")
-        if min(pack_tokens, row_tokens, gen_batch_rows) < 1:
-            raise ValueError("pack_tokens, row_tokens and gen_batch_rows must be positive")
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.device = next(model.parameters()).device
+        self.attn_implementation = getattr(model.config, "_attn_implementation", None)
+        self.max_model_len = max_model_len
         self.pack_tokens = int(pack_tokens)
         self.row_tokens = int(row_tokens)
         self.kv_budget_mb = float(kv_budget_mb)
@@ -88,6 +103,16 @@ class HFEngine:
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else self.stop_ids[0] if self.stop_ids else 0)
         self.last_stats = ScoreStats()
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    def _check_length(self, lengths) -> None:
+        if self.max_model_len is not None:
+            longest = max(lengths, default=0)
+            if longest > self.max_model_len:
+                raise ValueError(f"an input of {longest} tokens exceeds max_model_len={self.max_model_len}")
 
     # ------------------------------------------------------------------ scoring
 
@@ -105,6 +130,7 @@ class HFEngine:
         The call's counters are in ``last_stats``.
         """
         check_score_inputs(teacher_prompt_ids, target_ids)
+        self._check_length(len(p) + len(t) for p, t in zip(teacher_prompt_ids, target_ids, strict=True))
         if self._linear_head is None:
             self._linear_head = head_is_linear(self.model)
         out, self.last_stats = tree_logprobs(
@@ -145,6 +171,7 @@ class HFEngine:
     ) -> list[list[Sample]]:
         """``n`` samples per prompt (see the module docstring for reproducibility)."""
         check_generate_inputs(prompt_ids, n, temperature, top_p)
+        self._check_length(len(p) + max(0, max_tokens) for p in prompt_ids)
         results: list[list[Sample]] = [[] for _ in prompt_ids]
         if max_tokens < 1:
             return [[Sample("", [], "length") for _ in range(n)] for _ in prompt_ids]
@@ -199,7 +226,10 @@ class HFEngine:
                 (pos[:, -1] + 1).repeat_interleave(n, dim=0).to(dev))
 
     def _decode(self, logits, cache, mask, next_pos, gens, temperature, top_p, max_tokens):
-        """Sample until every row stopped or reached ``max_tokens``; finished rows leave the batch."""
+        """Sample until every row stopped or reached ``max_tokens``; finished rows leave the batch.
+
+        Everything vocabulary-sized stays on the model's device: per step only the rows' uniform
+        draws go to it and the chosen token ids come back."""
         dev = self.device
         rows = len(gens)
         tokens: list[list[int]] = [[] for _ in range(rows)]
@@ -207,10 +237,10 @@ class HFEngine:
         active = list(range(rows))
         stops = set(self.stop_ids)
         for _ in range(max_tokens):
-            chosen = _sample_rows(logits.float(), [gens[r] for r in active], temperature, top_p)
+            chosen = _sample_rows(logits, [gens[r] for r in active], temperature, top_p)
             keep = []
-            for b, r in enumerate(active):
-                t = int(chosen[b])
+            for b, t in enumerate(chosen.tolist()):
+                r = active[b]
                 if t in stops:
                     finish[r] = "stop"
                     continue
@@ -222,11 +252,11 @@ class HFEngine:
             if len(keep) < len(active):
                 sel = torch.tensor(keep, device=dev)
                 cache.batch_select_indices(sel)
-                mask, next_pos, chosen = mask[sel], next_pos[sel], chosen[sel.cpu()]
+                mask, next_pos, chosen = mask[sel], next_pos[sel], chosen[sel]
                 active = [active[b] for b in keep]
             mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
             logits = self.model(
-                input_ids=chosen[:, None].to(dev), attention_mask=mask, position_ids=next_pos[:, None],
+                input_ids=chosen[:, None], attention_mask=mask, position_ids=next_pos[:, None],
                 past_key_values=cache, use_cache=True,
             ).logits[:, -1]
             next_pos = next_pos + 1
@@ -238,19 +268,79 @@ def _sample_rows(
 ) -> torch.Tensor:
     """One token per row: greedy at temperature 0, else top-p sampling by inverse CDF.
 
-    Row ``b`` uses one uniform draw from ``gens[b]`` only, so its choice does not depend on the
-    other rows. Returns a CPU long tensor.
+    Row ``b`` uses one uniform draw from ``gens[b]`` only (a CPU generator, so a seed gives the
+    same draws on every device), so its choice does not depend on the other rows. The softmax,
+    sort and search run in float32 on ``logits``' device; returns a long tensor there.
     """
-    logits = logits.cpu()
     if temperature == 0:
         return logits.argmax(dim=-1)
-    probs = torch.softmax(logits / temperature, dim=-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
     sorted_p, order = probs.sort(dim=-1, descending=True, stable=True)
     # Keep the smallest head of the sorted distribution whose mass reaches top_p.
     sorted_p = sorted_p * ((sorted_p.cumsum(dim=-1) - sorted_p) < top_p)
     cdf = sorted_p.cumsum(dim=-1)
     u = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in gens]).float()
+    u = u.to(logits.device, non_blocking=True)
     pick = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).clamp(
         max=cdf.shape[1] - 1
     )
     return order.gather(-1, pick)[:, 0]
+
+
+def torch_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    """A dtype name (``float32``, ``bfloat16``, ``float16``; ``auto`` and None: float32, the
+    suite's CPU precision) or a ``torch.dtype`` as a ``torch.dtype``."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        return torch.float32
+    value = getattr(torch, str(dtype), None)
+    if not isinstance(value, torch.dtype) or not value.is_floating_point:
+        raise ValueError(f"unknown floating-point dtype {dtype!r}")
+    return value
+
+
+def scoring_attention(name: str | None) -> str:
+    """The attention implementation to load: ``name`` when it takes the tree masks of
+    shared-prefix scoring (sdpa, eager), sdpa (the default) otherwise, with a warning."""
+    if name is None or name in MASK_ATTENTION:
+        return name or "sdpa"
+    warnings.warn(
+        f"attention implementation {name!r} cannot take the tree-attention masks of shared-prefix "
+        "scoring; the hf engine uses sdpa instead",
+        stacklevel=3,
+    )
+    return "sdpa"
+
+
+def load_hf_model(
+    model: str | os.PathLike[str],
+    *,
+    device: str = "cpu",
+    dtype: str | torch.dtype | None = None,
+    attn_implementation: str | None = None,
+    model_kwargs: dict | None = None,
+):
+    """``(model, tokenizer)`` for an alias, directory or hub id, on ``device``, in eval mode.
+
+    ``from_pretrained`` gets ``dtype``, the attention implementation (``scoring_attention``) and
+    ``model_kwargs`` unchanged; a GPU model is placed by ``device_map`` so its weights never sit
+    in host memory whole. ``RuntimeError`` if transformers loaded another attention
+    implementation than asked for.
+    """
+    from transformers import AutoModelForCausalLM
+
+    from mopd_eval.models import load_tokenizer, resolve_model
+
+    path = resolve_model(model)
+    attn = scoring_attention(attn_implementation)
+    place = {"device_map": device} if str(device).startswith("cuda") else {}
+    net = AutoModelForCausalLM.from_pretrained(
+        path, dtype=torch_dtype(dtype), attn_implementation=attn, **place, **(model_kwargs or {})
+    )
+    if not place:
+        net.to(device)
+    got = getattr(net.config, "_attn_implementation", attn)
+    if got != attn:
+        raise RuntimeError(f"asked transformers for {attn} attention, the model loaded {got}")
+    return net.eval(), load_tokenizer(path)

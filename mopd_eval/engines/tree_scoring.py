@@ -400,13 +400,16 @@ class _Encoder:
                     allowed[r, off : off + n, at : at + self.seg_len[s]] = True
                 allowed[r, off : off + n, P + off : P + off + n] = it.part.anc
                 ents += [(r, k, a, e, cols + off) for k, a, e, cols in it.part.entries]
-        mask = torch.zeros((B, 1, width, P + width), dtype=self.dtype)
-        mask[:, 0].masked_fill_(torch.from_numpy(~allowed), torch.finfo(self.dtype).min)
+        # Built on the model's device from the boolean pattern (1 byte a cell crosses the bus),
+        # additive and in the model's dtype: what eager and SDPA (CPU and CUDA kernels) all take.
+        blocked = torch.from_numpy(~allowed).to(self.device, non_blocking=True)[:, None]
+        mask = torch.zeros(blocked.shape, dtype=self.dtype, device=self.device)
+        mask.masked_fill_(blocked, torch.finfo(self.dtype).min)
         cache = DynamicCache(config=self.config) if P == 0 else self._gather_cache(bins, P)
         kwargs = dict(
             input_ids=torch.as_tensor(tokens, device=self.device),
             position_ids=torch.as_tensor(positions, device=self.device),
-            attention_mask=mask.to(self.device),
+            attention_mask=mask,
             past_key_values=cache,
             use_cache=True,
         )
