@@ -13,12 +13,14 @@ __all__ = ["ENGINES", "Engine", "Sample", "make_engine", "row_seed", "stop_token
 
 
 def make_engine(name: str, model: str | os.PathLike[str], **kw) -> Engine:
-    """Build engine ``name`` ("hf" or "vllm") on ``model`` (alias or local HF directory).
+    """Build engine ``name`` ("hf" or "vllm") on ``model`` (alias, local directory or hub id).
 
-    Keyword arguments go to the engine: ``HFEngine(device=, dtype=, pack_tokens=, row_tokens=,
-    kv_budget_mb=, gen_batch_rows=)``,
-    ``VLLMEngine(tensor_parallel_size=, gpu_memory_utilization=, dtype=, ...)``. An unknown name,
-    or ``vllm`` without the ``vllm`` extra installed, raises ``InputError`` (field ``engine``).
+    Keyword arguments go to the engine: ``HFEngine(device=, dtype=, attn_implementation=,
+    max_model_len=, model_kwargs=, pack_tokens=, row_tokens=, kv_budget_mb=, gen_batch_rows=)``,
+    ``VLLMEngine(tensor_parallel_size=, data_parallel_size=, gpu_memory_utilization=, dtype=,
+    max_model_len=, enforce_eager=, for_scoring=, **LLM kwargs)``. Commands build them from one
+    checked option group: ``mopd_eval.engine_options.make_engine``. An unknown name, or ``vllm``
+    without the ``vllm`` extra installed, raises ``InputError`` (field ``engine``).
     """
     if name == "hf":
         from mopd_eval.engines.hf import HFEngine

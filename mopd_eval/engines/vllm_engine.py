@@ -5,9 +5,23 @@
   is in the batch (vLLM seeds each request's generator separately).
 * ``score``: each pair is one prompt ``teacher_prompt + target`` with ``max_tokens=1`` and
   ``prompt_logprobs=0`` (the log-prob of each actual prompt token); the target positions are read
-  back. vLLM's prefix cache and batching share the work across pairs.
-* ``tensor_parallel_size`` is passed through; ``gpu_memory_utilization`` defaults to 0.3 on CPU
-  (where it is the fraction of host memory vLLM reserves) and 0.9 on GPUs.
+  back.
+
+What vLLM shares between scoring requests, and what it does not: requests that ask for
+``prompt_logprobs`` skip *reading* the prefix cache (vLLM PR 17251; its docs, PR 23399), because
+a cached prefix has no logits to return; every pair's prompt is therefore computed in full, and
+the only sharing is batching (continuous batching packs many pairs into one forward). With the
+cache on, such requests still *write* it, and their log-probs can depend on request order (vLLM
+issue 42019). An engine built for scoring (``for_scoring=True``, the default) therefore runs with
+``enable_prefix_caching=False``: the numbers are then a function of each pair alone. The
+shared-prefix hf scorer (``tree_scoring``) is the one that encodes each shared prefix once, so it
+is the fast scoring path on GPUs too; vLLM is the fast sampling path. An engine built only for
+sampling (``for_scoring=False``) keeps vLLM's prefix caching (the ``n`` samples of a prompt share
+its prefill) and refuses ``score``.
+
+Options: ``tensor_parallel_size``, ``data_parallel_size``, ``dtype``, ``max_model_len``,
+``enforce_eager`` and any other keyword go to ``vllm.LLM`` unchanged; ``gpu_memory_utilization``
+defaults to 0.3 on CPU (where it is the fraction of host memory vLLM reserves) and 0.9 on GPUs.
 
 vLLM runs with ``skip_tokenizer_init``: prompts are token ids already, and responses are decoded
 by the model directory's transformers tokenizer, so both engines decode identically.
@@ -29,7 +43,7 @@ from mopd_eval.engines.base import (
 
 
 class VLLMEngine:
-    """Engine on ``vllm.LLM``. Extra keyword arguments go to ``LLM`` unchanged."""
+    """Engine on ``vllm.LLM`` (module docstring). Extra keyword arguments go to ``LLM`` unchanged."""
 
     name = "vllm"
 
@@ -38,12 +52,20 @@ class VLLMEngine:
         model: str | os.PathLike[str],
         *,
         tensor_parallel_size: int = 1,
+        data_parallel_size: int = 1,
         gpu_memory_utilization: float | None = None,
         dtype: str = "auto",
         max_model_len: int | None = None,
+        enforce_eager: bool = False,
         seed: int = 0,
+        for_scoring: bool = True,
         **llm_kwargs,
     ) -> None:
+        if for_scoring and llm_kwargs.get("enable_prefix_caching"):
+            raise ValueError(
+                "a scoring engine runs without prefix caching: with prompt_logprobs vLLM does not "
+                "read the cache, and with it on the log-probs can depend on request order"
+            )
         from transformers import AutoTokenizer
         from vllm import LLM
         from vllm.platforms import current_platform
@@ -53,14 +75,19 @@ class VLLMEngine:
         path = resolve_model(model)
         if gpu_memory_utilization is None:
             gpu_memory_utilization = 0.3 if current_platform.is_cpu() else 0.9
+        if for_scoring:
+            llm_kwargs["enable_prefix_caching"] = False
+        self.for_scoring = for_scoring
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.stop_ids = stop_token_ids(self.tokenizer)
         self.llm = LLM(
             model=str(path),
             tensor_parallel_size=tensor_parallel_size,
+            data_parallel_size=data_parallel_size,
             gpu_memory_utilization=gpu_memory_utilization,
             dtype=dtype,
             max_model_len=max_model_len,
+            enforce_eager=enforce_eager,
             seed=seed,
             skip_tokenizer_init=True,
             **llm_kwargs,
@@ -124,6 +151,9 @@ class VLLMEngine:
         target_ids: list[list[int]],
         progress: bool = False,
     ) -> list[np.ndarray]:
+        if not self.for_scoring:
+            raise RuntimeError("this vLLM engine was built for sampling (prefix caching on); "
+                               "build one with for_scoring=True to score")
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
