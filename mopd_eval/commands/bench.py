@@ -59,7 +59,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", action="append", required=True,
                    help=f"task family; repeat or comma-separate for several ({', '.join(sorted(TASKS))})")
     p.add_argument("--model", default="smollm2-135m", help="HF directory, hub id or alias (default: smollm2-135m)")
-    p.add_argument("--engine", choices=["hf", "vllm"], default="hf")
     p.add_argument("--data", action="append", metavar="[TASK=]DATA",
                    help="task data: FILE[,FILE...], a GLOB, or hf:NAME[:CONFIG]:SPLIT; with several tasks "
                         "TASK=DATA (default: the task's built-in source, where it has one; docs/tasks.md)")
@@ -67,13 +66,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, help="first N problems of each task only")
     p.add_argument("--chunk", type=int, default=4, help="problems per resumable chunk (default 4)")
     add_task_arguments(p)
+    from mopd_eval.engine_options import add_engine_arguments
+
+    add_engine_arguments(p)
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--rescore", action="store_true", help="discard the samples in --out and start over")
 
 
 def prepare_runs(args: argparse.Namespace, names: list[str], data: dict, out: Path) -> list:
     """One ``(TaskRun, SamplingConfig)`` per task: problems loaded and content key built, before
-    any model loads (a bad data file or ``--model`` fails in seconds and writes nothing)."""
+    any model loads (a bad data file, engine option or ``--model`` fails in seconds and writes nothing)."""
+    from mopd_eval.engine_options import engine_options
+
+    engine_options(args)  # the engine flags first: they need no file, no model
     runs: list = []
     try:
         for name in names:
@@ -89,6 +94,7 @@ def prepare_runs(args: argparse.Namespace, names: list[str], data: dict, out: Pa
 
 def _task_run(args: argparse.Namespace, name: str, task, data: str | None, out: Path):
     from mopd_eval.bench import TaskRun
+    from mopd_eval.engine_options import engine_options
     from mopd_eval.run_keys import data_identity, model_key
 
     try:
@@ -97,7 +103,7 @@ def _task_run(args: argparse.Namespace, name: str, task, data: str | None, out: 
             raise InputError(f"task {name!r} has no problems to run", field="--data")
         key = {"task": name, "task_options": task_options(name, args), "data": data,
                "data_sha256": data_identity(data), "limit": args.limit, "model_name": args.model,
-               **model_key(args.model, {"engine": args.engine}), "sampling": sampling_for(name, args).to_dict()}
+               **model_key(args.model, engine_options(args).key_fields()), "sampling": sampling_for(name, args).to_dict()}
     except BaseException:
         task.close()
         raise
@@ -117,14 +123,14 @@ def run(args: argparse.Namespace) -> int:
     # Every task's problems and sampling are checked before the model loads: a bad data file
     # fails in seconds, not minutes, and leaves nothing behind.
     runs = prepare_runs(args, names, data, out)
-    from mopd_eval.engines import make_engine
+    from mopd_eval.engine_options import engine_options, make_engine
 
     t0 = time.perf_counter()
     engines: list = []
 
     def get_engine():  # loaded on first need: finished runs only rewrite their results
         if not engines:
-            engines.append(make_engine(args.engine, args.model))
+            engines.append(make_engine(args.model, engine_options(args), purpose="generate"))
         return engines[0]
 
     from mopd_eval.scaleout import current_shard, finish
