@@ -15,13 +15,15 @@ from mopd_eval.tasks import TASKS, add_sampling_arguments, add_task_arguments
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", required=True, choices=sorted(TASKS), help="task family")
     p.add_argument("--model", default="smollm2-135m", help="HF directory, hub id or alias (default: smollm2-135m)")
-    p.add_argument("--engine", choices=["hf", "vllm"], default="hf")
     p.add_argument("--data", help="task data: FILE[,FILE...], a GLOB, or hf:NAME[:CONFIG]:SPLIT "
                                   "(default: the task's built-in source; docs/tasks.md)")
     add_sampling_arguments(p)
     p.add_argument("--limit", type=int, help="first N problems only")
     p.add_argument("--chunk", type=int, default=4, help="problems per resumable chunk")
     add_task_arguments(p)
+    from mopd_eval.engine_options import add_engine_arguments
+
+    add_engine_arguments(p)
     p.add_argument("--out", required=True, help="rollout JSONL (written when complete; resumable)")
     p.add_argument("--rescore", action="store_true", help="discard an earlier run into --out and start over")
 
@@ -30,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from mopd_eval.commands.bench import prepare_runs
-    from mopd_eval.engines import make_engine
+    from mopd_eval.engine_options import engine_options, make_engine
     from mopd_eval.rollout_gen import write_rollouts_resumable
     from mopd_eval.scaleout import current_shard, finish
 
@@ -42,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     shard = current_shard()  # torchrun: this rank's share; rank 0 merges
     try:
         out = write_rollouts_resumable(
-            spec.task, lambda: make_engine(args.engine, args.model), spec.problems, sampling, args.out,
+            spec.task, lambda: make_engine(args.model, engine_options(args), purpose="generate"), spec.problems, sampling, args.out,
             model_name=args.model, key=spec.config, chunk_problems=args.chunk, rescore=args.rescore, shard=shard,
         )
     finally:
