@@ -27,6 +27,7 @@ from mopd_eval.contexts import (
     resolve_conditions,
     resolve_templates,
 )
+from mopd_eval.engine_options import add_engine_arguments, engine_options, make_engine
 from mopd_eval.errors import InputError
 from mopd_eval.jsonl import iter_jsonl, write_jsonl_atomic, write_text_atomic
 from mopd_eval.records import group_rollouts, placement_for, read_rollouts
@@ -50,7 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="smollm2-135m",
         help="teacher: HF directory or alias (default smollm2-135m)",
     )
-    p.add_argument("--engine", choices=["hf", "vllm"], default="hf")
+    add_engine_arguments(p)
     p.add_argument(
         "--conditions", default=",".join(STUDY_CONDITIONS), help="comma-separated conditions"
     )
@@ -130,7 +131,7 @@ def study_key(args: argparse.Namespace, inputs: StudyInputs) -> dict:
         "order": args.order,
         "seed": args.seed,
         "model_name": str(args.model),
-        **model_key(args.model, {"engine": args.engine}),
+        **model_key(args.model, engine_options(args).key_fields()),
     }
 
 
@@ -174,14 +175,13 @@ def merged_rows(out: Path, shard: Shard, rows: list[dict], inputs: StudyInputs) 
 
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
+    options = engine_options(args)  # the engine flags first: they need no file, no model
     inputs = resolve_inputs(args)
     key = study_key(args, inputs)  # resolves the model: a bad --model fails here, nothing written
     from analysis.aggregate import compute_signal_metrics
     from analysis.reports import write_signal_reports
-    from mopd_eval.engines import make_engine
-
     t0 = time.perf_counter()
-    engine = make_engine(args.engine, args.model)
+    engine = make_engine(args.model, options, purpose="score")
     check_response_token_ids(inputs.rollouts, engine.tokenizer, inputs.rollouts_path)
     load_s = time.perf_counter() - t0
     out = Path(args.out)
