@@ -45,6 +45,17 @@ class TrainConfig:
     max_prompts: int | None = None  # keep the first N problems
     # --- rollouts
     engine: Literal["hf", "vllm"] = "hf"
+    # The engine options of signal/rollouts/bench under the same names (mopd_eval.engine_options,
+    # docs/gpus.md). The hf engine samples from the policy itself, so only max_model_len applies
+    # to it; the others are vllm's (its dtype, parallelism, memory, and LLM kwargs in engine_args).
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    attn_implementation: str | None = None
+    tensor_parallel_size: int = 1
+    data_parallel_size: int = 1
+    max_model_len: int | None = None
+    gpu_memory_utilization: float | None = None
+    enforce_eager: bool = False
+    engine_args: dict = field(default_factory=dict)
     num_prompts_per_step: int = 32  # global, over all ranks
     num_generations: int = 8  # rollouts per prompt
     max_completion_length: int = 256
@@ -128,7 +139,25 @@ class TrainConfig:
             raise bad("num_generations", "GRPO's group-normalised advantages need at least 2 rollouts")
         if self.save_steps < 0:
             raise bad("save_steps", "must be >= 0")
+        self.engine_options()
         self.resolve_condition()
+
+    def engine_options(self):
+        """The checked ``EngineOptions`` of the generation engine (``InputError`` names the key)."""
+        from mopd_eval.engine_options import EngineOptions
+
+        opts = EngineOptions(
+            engine=self.engine, dtype=self.dtype, attn_implementation=self.attn_implementation,
+            tensor_parallel_size=self.tensor_parallel_size, data_parallel_size=self.data_parallel_size,
+            max_model_len=self.max_model_len, gpu_memory_utilization=self.gpu_memory_utilization,
+            enforce_eager=self.enforce_eager, engine_args=self.engine_args,
+        ).validated(flags=False)
+        if self.engine == "hf":
+            for name in ("dtype", "attn_implementation", "engine_args"):
+                if getattr(opts, name) not in ("auto", None, {}):
+                    raise InputError("the hf engine samples from the policy itself (its precision is "
+                                     "bf16=); this key is for engine=vllm", field=name)
+        return opts
 
     @property
     def spec(self) -> AlgorithmSpec:

@@ -231,14 +231,16 @@ class Trainer:
         return int(state["step"])
 
     def _setup_engine(self):
-        from mopd_eval.engines import make_engine
+        from mopd_eval.engine_options import make_engine
         from mopd_eval.engines.hf import HFEngine
 
+        options = self.cfg.engine_options()
         if self.cfg.engine == "hf":
             gen = self.models.gen_model
-            engine = HFEngine(gen.to(self.info.device) if gen is not None else self.policy, self.tokenizer)
+            engine = HFEngine(gen.to(self.info.device) if gen is not None else self.policy, self.tokenizer,
+                              max_model_len=options.max_model_len)
         else:
-            engine = make_engine(self.cfg.engine, self.policy_path)
+            engine = make_engine(self.policy_path, options, purpose="generate")
         push_weights(engine, self.policy)  # a no-op when the engine wraps the policy itself
         self.pad_id = engine.pad_id if hasattr(engine, "pad_id") else (self.tokenizer.pad_token_id or 0)
         stops = getattr(engine, "stop_ids", None) or [self.tokenizer.eos_token_id]
