@@ -166,14 +166,17 @@ class ResumableRun:
         return self.final_path is not None and self.final_path.exists() and not self.log_path.exists()
 
     def discard(self) -> None:
-        """Forget every result of this run (``--rescore``); needs the lock, so call after ``start``
-        or before it from the same process only through ``start(fresh=True)``."""
+        """Forget every result of this run (``--rescore``); ``start(fresh=True)`` calls it under the lock."""
         for p in (self.log_path, self.record_path, self.final_path):
             if p is not None:
                 p.unlink(missing_ok=True)
 
     def start(self, *, fresh: bool = False) -> list[dict]:
-        """Lock, check the key against an earlier run, write the record; return the rows done."""
+        """Lock, check the key against an earlier run's record, return the rows already done.
+
+        The record itself is written with the first appended rows (or at ``finish``), so a run that
+        fails before producing anything leaves no record to block its corrected rerun.
+        """
         self._lock.acquire()
         try:
             if fresh:
