@@ -20,6 +20,7 @@ from the step and a resumed run sees the same prompts. Sampling seeds are a func
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib
 import math
@@ -85,6 +86,13 @@ def step_problems(problems: Sequence[Problem], step: int, per_step: int, seed: i
             random.Random(seed + epoch).shuffle(perms[epoch])
         out.append(problems[perms[epoch][i]])
     return out
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU has native bf16 matrix instructions (AVX512-BF16 or AMX-BF16)."""
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, c, lambda: False)()) for c in checks)
 
 
 def sampling_seed(seed: int, step: int) -> int:
@@ -160,8 +168,10 @@ class Trainer:
     def _precision(self) -> bool:
         cfg = self.cfg
         bf16 = cfg.bf16 if cfg.bf16 is not None else self.info.device.type == "cuda"
-        if bf16 and self.info.device.type == "cpu":
-            raise InputError("bf16 mixed precision is for GPUs; use fp32 on CPU", field="bf16")
+        if bf16 and self.info.device.type == "cpu" and not cpu_supports_bf16():
+            # Without native bf16 instructions oneDNN emulates it, which is slower than fp32.
+            raise InputError("bf16 on CPU needs AVX512-BF16 or AMX (not found on this CPU); use bf16=false",
+                             field="bf16")
         return bf16
 
     def _setup_models(self) -> Models:
@@ -269,8 +279,9 @@ class Trainer:
         cfg, t = self.cfg, self.timers
         sampling = SamplingConfig(n=cfg.num_generations, temperature=cfg.temperature, top_p=cfg.top_p,
                                   max_tokens=cfg.max_completion_length, seed=sampling_seed(cfg.seed, step))
-        records = sample_and_verify(self.engine, self.task, self.local_problems(step), sampling,
-                                    progress=False, timer=t)
+        with self._gen_autocast():
+            records = sample_and_verify(self.engine, self.task, self.local_problems(step), sampling,
+                                        progress=False, timer=t)
         with t("adv"):
             samples = make_samples(records, task_name=self.task_name, stop_id=self.stop_id, step=step)
             if self.spec.uses_teacher:
@@ -278,6 +289,13 @@ class Trainer:
             else:
                 attach_advantages(samples, scale=cfg.scale_rewards)
         return samples
+
+    def _gen_autocast(self):
+        # bf16 on one process: the hf engine samples from the fp32 master weights themselves, so
+        # generation runs under the same autocast as the update (sharded bf16 is FSDP's policy).
+        if self.bf16 and not self.sharded and self.cfg.engine == "hf":
+            return torch.autocast(device_type=self.info.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def step(self, step: int) -> dict:
         """Run step ``step`` (1-based) and return its metrics (global over ranks)."""
