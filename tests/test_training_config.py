@@ -45,10 +45,14 @@ def test_shipped_configs_load():
 
 @pytest.mark.parametrize("overrides,field", [
     (["nope=1"], "nope"),
-    (["alpha=1.5"], "alpha"),
+    (["beta=1.5"], "beta"),
+    (["alpha=0.5"], "alpha"),
+    (["scale_rewards=true"], "scale_rewards"),
+    (["report_to=mlflow"], "report_to"),
+    (["save_dtype=int8"], "save_dtype"),
     (["teacher=none"], "teacher"),
     (["condition=unknown"], "condition"),
-    (["distill_variant=sampled"], "alpha"),
+    (["distill_variant=sampled"], "beta"),
     (["max_steps=0"], "max_steps"),
     (["learning_rate=fast"], "learning_rate"),
 ])
@@ -66,7 +70,36 @@ def test_external_teacher_needs_a_path_and_grpo_needs_groups():
 
 
 def test_sampled_variant_with_reverse_kl_is_accepted():
-    assert load_config(None, ["distill_variant=sampled", "alpha=1"], algo="sdpo").alpha == 1.0
+    assert load_config(None, ["distill_variant=sampled", "beta=1"], algo="sdpo").beta == 1.0
+
+
+def test_beta_follows_trl_per_trainer_kind():
+    # GRPOConfig.beta (KL coefficient, default 0) and GKDConfig.beta (mixing weight, default 0.5)
+    assert load_config(None, [], algo="grpo").beta == 0.0
+    assert load_config(None, [], algo="mopd").beta == 0.5
+    assert load_config(None, ["beta=0.04"], algo="grpo").beta == 0.04
+    assert load_config(None, ["beta=3"], algo="grpo").beta == 3.0  # a KL coefficient may exceed 1
+    with pytest.raises(InputError, match="mixing weight"):
+        load_config(None, ["beta=3"], algo="mopd")
+    with pytest.raises(InputError, match=">= 0"):
+        load_config(None, ["beta=-1"], algo="grpo")
+
+
+def test_old_names_are_refused_naming_the_new_one(tmp_path):
+    f = tmp_path / "old.yaml"
+    f.write_text("algo: mopd\nalpha: 1.0\n")
+    with pytest.raises(InputError) as e:
+        load_config(f)
+    assert e.value.field == "alpha" and "renamed to beta" in str(e.value) and str(f) in str(e.value)
+    for old, new in (("true", "'group'"), ("false", "'none'")):
+        with pytest.raises(InputError, match=new):
+            load_config(None, [f"scale_rewards={old}"], algo="grpo")
+
+
+@pytest.mark.parametrize("value,expected", [("none", []), ("wandb", ["wandb"]), ("all", ["tensorboard", "wandb"]),
+                                            ("[wandb, tensorboard]", ["wandb", "tensorboard"])])
+def test_report_to_names(value, expected):
+    assert load_config(None, [f"report_to={value}"], algo="grpo").reporters() == expected
 
 
 def test_override_parsing():

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from training.losses import (
+    batch_reward_std,
     distill_token_loss,
     generalized_jsd,
     grpo_advantages,
@@ -24,14 +25,14 @@ def logps(seed: int, shape=(3, 4, V), scale: float = 2.0) -> torch.Tensor:
     return torch.log_softmax(torch.randn(*shape, generator=g, dtype=torch.float64) * scale, dim=-1)
 
 
-def test_alpha_zero_is_forward_kl_teacher_to_student():
+def test_beta_zero_is_forward_kl_teacher_to_student():
     s, t = logps(0), logps(1)
     # kl_div(input=log q, target=log p) = KL(P || Q): here KL(T || S)
     want = F.kl_div(s, t, log_target=True, reduction="none").sum(-1)
     torch.testing.assert_close(generalized_jsd(s, t, 0.0), want)
 
 
-def test_alpha_one_is_reverse_kl_student_to_teacher():
+def test_beta_one_is_reverse_kl_student_to_teacher():
     s, t = logps(0), logps(1)
     want = F.kl_div(t, s, log_target=True, reduction="none").sum(-1)
     torch.testing.assert_close(generalized_jsd(s, t, 1.0), want)
@@ -58,7 +59,7 @@ def test_jsd_is_symmetric_bounded_and_zero_on_equal_inputs():
     torch.testing.assert_close(d, want)
 
 
-def test_alpha_outside_unit_interval_is_rejected():
+def test_beta_outside_unit_interval_is_rejected():
     s = logps(0)
     with pytest.raises(ValueError):
         generalized_jsd(s, s, 1.5)
@@ -76,20 +77,20 @@ def test_tail_bucket_makes_each_distribution_sum_to_one(k):
     torch.testing.assert_close(t_k[..., :k], t.gather(-1, ids))
 
 
-@pytest.mark.parametrize("alpha", [0.0, 0.3, 0.5, 1.0])
-def test_topk_with_k_equal_vocabulary_equals_full_logits(alpha):
+@pytest.mark.parametrize("beta", [0.0, 0.3, 0.5, 1.0])
+def test_topk_with_k_equal_vocabulary_equals_full_logits(beta):
     g = torch.Generator().manual_seed(8)
     s_logits = (torch.randn(2, 3, V, generator=g) * 3).requires_grad_(True)
     t_logits = torch.randn(2, 3, V, generator=g) * 3
     ids = torch.randint(0, V, (2, 3), generator=g)
-    full, _ = distill_token_loss(s_logits, t_logits, ids, alpha=alpha, variant="full")
+    full, _ = distill_token_loss(s_logits, t_logits, ids, beta=beta, variant="full")
     (g_full,) = torch.autograd.grad(full.sum(), s_logits)
-    top, _ = distill_token_loss(s_logits, t_logits, ids, alpha=alpha, variant="topk", topk=V)
+    top, _ = distill_token_loss(s_logits, t_logits, ids, beta=beta, variant="topk", topk=V)
     (g_top,) = torch.autograd.grad(top.sum(), s_logits)
     torch.testing.assert_close(top, full, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(g_top, g_full, atol=1e-6, rtol=1e-5)
     # and a k beyond the vocabulary is the same thing
-    over, _ = distill_token_loss(s_logits, t_logits, ids, alpha=alpha, variant="topk", topk=10 * V)
+    over, _ = distill_token_loss(s_logits, t_logits, ids, beta=beta, variant="topk", topk=10 * V)
     torch.testing.assert_close(over, full, atol=1e-6, rtol=1e-5)
 
 
@@ -122,7 +123,7 @@ def test_sampled_variant_is_an_unbiased_reverse_kl_gradient():
     probs = torch.softmax(s_logits, -1).detach()[0]
     expected_loss = 0.0
     for y in range(V):
-        loss, d = distill_token_loss(s_logits, t_logits, torch.tensor([y]), alpha=1.0, variant="sampled")
+        loss, d = distill_token_loss(s_logits, t_logits, torch.tensor([y]), beta=1.0, variant="sampled")
         expected_loss = expected_loss + probs[y] * loss.sum()
         want_d = torch.log_softmax(s_logits, -1)[0, y] - torch.log_softmax(t_logits, -1)[0, y]
         torch.testing.assert_close(d[0], want_d.detach().float())
@@ -143,8 +144,21 @@ def test_grpo_advantages_by_hand():
     torch.testing.assert_close(adv[1], torch.zeros(4))
     # group 3: mean 0.75, std sqrt((3 * 0.5625 + 5.0625) / 3) = 1.5
     torch.testing.assert_close(adv[2], torch.tensor([-0.5, -0.5, -0.5, 1.5]), atol=1e-5, rtol=0)
-    torch.testing.assert_close(grpo_advantages(r, scale=False)[0], torch.tensor([0.5, -0.5, -0.5, 0.5]))
+    torch.testing.assert_close(grpo_advantages(r, scale="none")[0], torch.tensor([0.5, -0.5, -0.5, 0.5]))
     torch.testing.assert_close(grpo_advantages(torch.tensor([[1.0], [0.0]])), torch.zeros(2, 1))
+
+
+def test_grpo_batch_scaling_uses_one_std_for_the_step():
+    r = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 3.0]])
+    all_std = float(r.double().flatten().std())  # TRL's scale_rewards="batch": std of every reward of the step
+    centred = r - r.mean(-1, keepdim=True)
+    torch.testing.assert_close(grpo_advantages(r, scale="batch", eps=0.0), centred / all_std, rtol=1e-6, atol=1e-7)
+    # the global std from per-rank sums (two "ranks" holding one group each) is the same number
+    sums = [float(r.sum()), float((r * r).sum()), float(r.numel())]
+    assert math.isclose(batch_reward_std(*sums), all_std, rel_tol=1e-9)
+    torch.testing.assert_close(grpo_advantages(r[:1], scale="batch", batch_std=all_std, eps=0.0), centred[:1] / all_std)
+    with pytest.raises(ValueError, match="group, batch or none"):
+        grpo_advantages(r, scale=True)
 
 
 def test_grpo_token_loss_clips_and_adds_kl():

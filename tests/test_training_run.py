@@ -218,7 +218,7 @@ def test_external_teacher_with_another_tokenizer_is_refused(primed, tmp_path):
 
 @pytest.mark.parametrize("algo,extra,key", [
     ("sdpo", {"distill_variant": "full"}, "actor/distill_divergence"),
-    ("sdpo", {"distill_variant": "sampled", "alpha": 1.0}, "actor/distill_divergence"),
+    ("sdpo", {"distill_variant": "sampled", "beta": 1.0}, "actor/distill_divergence"),
     ("mopd", {"teacher": "frozen", "condition": "mopd-s", "gradient_checkpointing": True}, "actor/distill_divergence"),
     ("grpo", {"beta": 0.1}, "actor/kl_loss"),
 ])

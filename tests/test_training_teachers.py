@@ -116,7 +116,7 @@ def test_base_context_is_the_student_prompt(tiny_tokenizer):
 
 def test_grpo_advantages_attached_per_group(tiny_tokenizer):
     samples = _step_samples(tiny_tokenizer, [True, False, False, True])
-    attach_advantages(samples, scale=False)
+    attach_advantages(samples, scale="none")
     assert [s.advantage for s in samples] == [0.5, -0.5, -0.5, 0.5]
 
 

@@ -1,10 +1,15 @@
 """The trainer's configuration: one dataclass, loaded from YAML, overridden by ``key=value``.
 
 Field names follow TRL's ``GRPOConfig`` / ``GKDConfig`` where TRL has the concept
-(``learning_rate``, ``num_generations``, ``max_completion_length``, ``beta`` for the GRPO KL
-coefficient, ``epsilon`` for the clip range, ``gradient_accumulation_steps``, ``save_steps``,
-``resume_from_checkpoint``...). Precedence: dataclass defaults < the algorithm's defaults
-(``training.algorithms``) < the YAML file < command-line overrides.
+(``learning_rate``, ``num_generations``, ``max_completion_length``, ``epsilon`` for the clip range,
+``scale_rewards``, ``gradient_accumulation_steps``, ``save_steps``, ``resume_from_checkpoint``,
+``report_to``...). ``beta`` means what it means in the TRL trainer of the same kind: for GRPO
+(``GRPOConfig.beta``) the KL coefficient against the reference policy, default 0; for the
+distillation algorithms (``GKDConfig.beta``) the divergence's mixing weight, 0 = forward
+``KL(teacher || student)``, 1 = reverse ``KL(student || teacher)``, default 0.5 (the JSD).
+Renamed keys (``RENAMED``) are refused with a message naming the new key. Precedence: dataclass
+defaults < the algorithm's defaults (``training.algorithms``) < the YAML file < command-line
+overrides.
 
 An override is ``key=value`` with the value parsed as YAML (``max_steps=4``, ``bf16=true``,
 ``condition=2s1f``, ``task_kwargs.per_level=5``); a dotted key sets one entry of a mapping field.
@@ -25,6 +30,17 @@ from training.algorithms import TRAINING_CONDITIONS, AlgorithmSpec, get_algorith
 
 TEACHERS = ("ema", "frozen", "external", "none")
 DISTILL_VARIANTS = ("topk", "full", "sampled")
+SCALE_REWARDS = ("group", "batch", "none")
+REPORTERS = ("tensorboard", "wandb")
+SAVE_DTYPES = ("float32", "bfloat16", "float16")
+# Old key -> the message that names its replacement (refused, never silently mapped: a mapped
+# ``alpha`` would collide with a GRPO-style ``beta`` in the same file).
+RENAMED = {
+    "alpha": "renamed to beta (TRL GKDConfig's name): the divergence's mixing weight, "
+             "0 = forward KL(teacher||student), 1 = reverse KL(student||teacher)",
+}
+# Default ``beta`` by loss kind, as in TRL: GRPOConfig.beta = 0.0, GKDConfig.beta = 0.5.
+BETA_DEFAULTS = {"policy_gradient": 0.0, "distill": 0.5}
 
 
 @dataclass
@@ -64,14 +80,15 @@ class TrainConfig:
     # --- teacher context
     condition: str | dict = "2s1f"  # a built-in/training condition name or Condition fields
     peer_order: Literal["group", "random"] = "group"
+    # --- the loss's beta (TRL's meaning per trainer kind; module docstring). None: 0.0 for GRPO
+    # (KL coefficient, no reference model), 0.5 for distillation (0: KL(T||S), 1: KL(S||T), 0.5: JSD)
+    beta: float | None = None
     # --- distillation loss (docs/training.md)
-    alpha: float = 0.5  # 0: KL(T||S) (forward), 1: KL(S||T) (reverse), 0.5: JSD
     distill_topk: int = 100
     distill_variant: Literal["topk", "full", "sampled"] = "topk"
     # --- GRPO
     epsilon: float = 0.2  # clip range of the ratio
-    beta: float = 0.0  # KL coefficient against the initial policy (0 = no reference model)
-    scale_rewards: bool = True  # divide group-centred rewards by the group std
+    scale_rewards: str = "group"  # group | batch | none: divide group-centred rewards by that std
     # --- optimisation
     learning_rate: float = 1e-5
     lr_scheduler_type: str = "constant_with_warmup"  # any transformers.get_scheduler name
@@ -85,17 +102,22 @@ class TrainConfig:
     gradient_accumulation_steps: int = 1  # micro-batches per rank per step
     # --- distributed / precision
     fsdp: bool | None = None  # None: FSDP2 when more than one process
-    bf16: bool | None = None  # None: bf16 mixed precision on GPU, fp32 on CPU
+    bf16: bool | None = None  # None: bf16 mixed precision on GPU, fp32 on CPU (true: AVX512-BF16/AMX CPUs)
     gradient_checkpointing: bool = False
     # --- outputs
     output_dir: str = "out/train"
     save_steps: int = 0  # 0: checkpoint only at the end
     save_total_limit: int | None = None  # keep the newest N checkpoints
+    save_dtype: str = "float32"  # dtype of the saved policy/teacher weights (bfloat16 halves them)
     resume_from_checkpoint: bool | str = False  # True: the newest in output_dir; or a path
     seed: int = 0
-    report_to: Literal["auto", "none", "tensorboard"] = "auto"  # tensorboard when installed
+    # "none", "tensorboard", "wandb", "all" or a list; "auto": tensorboard when it is installed.
+    # W&B follows its environment (WANDB_MODE=offline writes output_dir/wandb without network).
+    report_to: str | list = "auto"
 
     def __post_init__(self) -> None:
+        if self.beta is None:
+            self.beta = BETA_DEFAULTS[self.spec.loss]
         self._coerce_floats()
         self.validate()
 
@@ -122,12 +144,15 @@ class TrainConfig:
             raise bad("teacher", f"{self.algo} distils from a teacher: ema, frozen or external")
         if self.teacher == "external" and not self.teacher_model_name_or_path:
             raise bad("teacher_model_name_or_path", "teacher=external needs teacher_model_name_or_path")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise bad("alpha", f"alpha must lie in [0, 1], got {self.alpha}")
+        self._validate_beta()
         if self.distill_variant not in DISTILL_VARIANTS:
             raise bad("distill_variant", f"choose from {', '.join(DISTILL_VARIANTS)}")
-        if self.distill_variant == "sampled" and self.alpha != 1.0 and spec.uses_teacher:
-            raise bad("alpha", "the sampled-token variant estimates the reverse KL only: set alpha=1")
+        if self.scale_rewards not in SCALE_REWARDS:
+            hint = " (true was 'group', false 'none')" if isinstance(self.scale_rewards, bool) else ""
+            raise bad("scale_rewards", f"choose from {', '.join(SCALE_REWARDS)}, got {self.scale_rewards!r}{hint}")
+        if self.save_dtype not in SAVE_DTYPES:
+            raise bad("save_dtype", f"choose from {', '.join(SAVE_DTYPES)}, got {self.save_dtype!r}")
+        self.reporters()
         if not 0.0 < self.teacher_ema_rate <= 1.0:
             raise bad("teacher_ema_rate", "must lie in (0, 1]")
         for name in ("num_prompts_per_step", "num_generations", "max_completion_length",
@@ -158,6 +183,37 @@ class TrainConfig:
                     raise InputError("the hf engine samples from the policy itself (its precision is "
                                      "bf16=); this key is for engine=vllm", field=name)
         return opts
+
+    def _validate_beta(self) -> None:
+        if self.spec.uses_teacher:
+            if not 0.0 <= self.beta <= 1.0:
+                raise InputError(f"{self.algo}: beta is the divergence's mixing weight (TRL GKD) and must lie "
+                                 f"in [0, 1], got {self.beta}", field="beta")
+            if self.distill_variant == "sampled" and self.beta != 1.0:
+                raise InputError("the sampled-token variant estimates the reverse KL only: set beta=1", field="beta")
+        elif self.beta < 0.0:
+            raise InputError(f"grpo: beta is the KL coefficient (TRL GRPO) and must be >= 0, got {self.beta}",
+                             field="beta")
+
+    def reporters(self) -> list[str]:
+        """The integrations ``report_to`` names (``auto``: tensorboard when installed)."""
+        raw = self.report_to
+        items = [raw] if isinstance(raw, str) else list(raw) if isinstance(raw, (list, tuple)) else None
+        if items is None or not all(isinstance(x, str) for x in items):
+            raise InputError(f"expected a name or a list of names, got {raw!r}", field="report_to")
+        if items in (["none"], []):
+            return []
+        if items == ["all"]:
+            return list(REPORTERS)
+        if items == ["auto"]:
+            import importlib.util
+
+            return ["tensorboard"] if importlib.util.find_spec("tensorboard") is not None else []
+        bad = [x for x in items if x not in REPORTERS]
+        if bad:
+            raise InputError(f"unknown integration {bad[0]!r}; choose none, all, auto or from "
+                             f"{', '.join(REPORTERS)}", field="report_to")
+        return items
 
     @property
     def spec(self) -> AlgorithmSpec:
@@ -241,6 +297,9 @@ def load_config(
     chosen = algo or data.get("algo") or TrainConfig.algo
     merged = _merge(get_algorithm(chosen).config_defaults(), data)
     merged["algo"] = chosen
+    for old, msg in RENAMED.items():
+        if old in merged:
+            raise InputError(f"{old} was {msg}", path=path, field=old)
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(merged) - known)
     if unknown:

@@ -3,14 +3,14 @@
 Distillation (docs/training.md). On a support of ids (the student's top-k plus one tail bucket, or the
 whole vocabulary) with student log-probs ``S`` and teacher log-probs ``T``:
 
-    M = log((1 - a) e^S + a e^T),   D_a = a KL(T || M) + (1 - a) KL(S || M).
+    M = log((1 - b) e^S + b e^T),   D_b = b KL(T || M) + (1 - b) KL(S || M).
 
-For 0 < a < 1 this is the generalized Jensen-Shannon divergence (a = 0.5: the JSD, at most
-log 2). At the ends the formula degenerates to 0 (M equals S at a = 0 and T at a = 1), while
-``D_a / a -> KL(T || S)`` as a -> 0 and ``D_a / (1 - a) -> KL(S || T)`` as a -> 1. Like TRL's
-``generalized_jsd_loss``, the end points are therefore defined as those limits: ``a = 0`` is the
-forward KL ``KL(T || S)`` (mode covering) and ``a = 1`` the reverse KL ``KL(S || T)`` (mode
-seeking, the paper's choice for math). Note the scale jump: D_a near 0 is about a KL(T || S).
+``b`` is TRL GKD's ``beta`` (``GKDConfig.beta``, ``generalized_jsd_loss(beta=...)``). For 0 < b < 1 this is the generalized Jensen-Shannon divergence (b = 0.5: the JSD, at most
+log 2). At the ends the formula degenerates to 0 (M equals S at b = 0 and T at b = 1), while
+``D_b / b -> KL(T || S)`` as b -> 0 and ``D_b / (1 - b) -> KL(S || T)`` as b -> 1. Like TRL's
+``generalized_jsd_loss``, the end points are therefore defined as those limits: ``b = 0`` is the
+forward KL ``KL(T || S)`` (mode covering) and ``b = 1`` the reverse KL ``KL(S || T)`` (mode
+seeking, the paper's choice for math). Note the scale jump: D_b near 0 is about b KL(T || S).
 
 Every divergence here is ``sum_x p(x) (log p(x) - log q(x))`` computed with
 ``torch.nn.functional.kl_div(log q, log p, log_target=True)``; inputs must be finite, which is
@@ -33,21 +33,21 @@ def kl(p_logp: torch.Tensor, q_logp: torch.Tensor) -> torch.Tensor:
     return F.kl_div(q_logp, p_logp, log_target=True, reduction="none").sum(-1)
 
 
-def generalized_jsd(student_logp: torch.Tensor, teacher_logp: torch.Tensor, alpha: float) -> torch.Tensor:
-    """Divergence ``D_alpha`` between two distributions given as log-probs on the last dimension.
+def generalized_jsd(student_logp: torch.Tensor, teacher_logp: torch.Tensor, beta: float) -> torch.Tensor:
+    """Divergence ``D_beta`` between two distributions given as log-probs on the last dimension.
 
-    Returns a tensor of the leading shape. ``alpha = 0``: ``KL(T || S)``; ``alpha = 1``:
-    ``KL(S || T)``; otherwise the generalized JSD of the module docstring. ``alpha`` outside
-    [0, 1] is a ``ValueError``.
+    Returns a tensor of the leading shape. ``beta = 0``: ``KL(T || S)``; ``beta = 1``:
+    ``KL(S || T)``; otherwise the generalized JSD of the module docstring (TRL GKD's ``beta``).
+    ``beta`` outside [0, 1] is a ``ValueError``.
     """
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
-    if alpha == 0.0:
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"beta must lie in [0, 1], got {beta}")
+    if beta == 0.0:
         return kl(teacher_logp, student_logp)
-    if alpha == 1.0:
+    if beta == 1.0:
         return kl(student_logp, teacher_logp)
-    mix = torch.logaddexp(student_logp + math.log(1.0 - alpha), teacher_logp + math.log(alpha))
-    return alpha * kl(teacher_logp, mix) + (1.0 - alpha) * kl(student_logp, mix)
+    mix = torch.logaddexp(student_logp + math.log(1.0 - beta), teacher_logp + math.log(beta))
+    return beta * kl(teacher_logp, mix) + (1.0 - beta) * kl(student_logp, mix)
 
 
 def topk_with_tail(
@@ -77,7 +77,7 @@ def distill_token_loss(
     teacher_logits: torch.Tensor,
     response_ids: torch.Tensor,
     *,
-    alpha: float = 0.5,
+    beta: float = 0.5,
     variant: str = "topk",
     topk: int = 100,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,12 +86,12 @@ def distill_token_loss(
     ``student_logits`` and ``teacher_logits`` are ``[B, R, V]`` logits predicting each response
     token (``response_ids`` ``[B, R]``); the teacher's should carry no gradient. Variants:
 
-    * ``topk``: ``D_alpha`` on the student's top-``topk`` plus the tail bucket (the default);
-    * ``full``: ``D_alpha`` on the whole vocabulary;
+    * ``topk``: ``D_beta`` on the student's top-``topk`` plus the tail bucket (the default);
+    * ``full``: ``D_beta`` on the whole vocabulary;
     * ``sampled``: only the sampled token's log-probs. The per-token reverse-KL estimate
       ``d = log S(y) - log T(y)`` is used as a REINFORCE cost, ``loss = stop_grad(d) log S(y)``,
       whose expectation under the student has the gradient of ``KL(S || T)`` per position
-      (alpha must be 1 for it). The second output is then ``d`` itself.
+      (beta must be 1 for it). The second output is then ``d`` itself.
 
     Logits are upcast to float32. Returns ``(loss, divergence)``; ``divergence`` is detached.
     """
@@ -103,10 +103,10 @@ def distill_token_loss(
         d = (s_y - t.gather(-1, response_ids[..., None])[..., 0]).detach()
         return d * s_y, d
     if variant == "full":
-        loss = generalized_jsd(s, t, alpha)
+        loss = generalized_jsd(s, t, beta)
     elif variant == "topk":
         s_k, t_k, _ = topk_with_tail(s, t, topk)
-        loss = generalized_jsd(s_k, t_k, alpha)
+        loss = generalized_jsd(s_k, t_k, beta)
     else:
         raise ValueError(f"unknown distillation variant {variant!r} (topk, full, sampled)")
     return loss, loss.detach()
@@ -115,20 +115,38 @@ def distill_token_loss(
 # ---- GRPO --------------------------------------------------------------------------------------
 
 
-def grpo_advantages(rewards: torch.Tensor, *, scale: bool = True, eps: float = 1e-6) -> torch.Tensor:
+def grpo_advantages(
+    rewards: torch.Tensor, *, scale: str = "group", batch_std: float | None = None, eps: float = 1e-6
+) -> torch.Tensor:
     """Group-normalised advantages of ``rewards`` ``[num_groups, n]`` (one row per prompt).
 
-    ``A = r - mean(r_group)``, divided by ``std(r_group) + eps`` when ``scale`` (the sample
-    standard deviation, as verl and TRL use ``torch.std``). A group of one rollout has no
-    baseline: its advantage is 0. A group with equal rewards gets 0 everywhere.
+    ``A = r - mean(r_group)``, then, as TRL's ``scale_rewards``: ``group`` divides by the group's
+    ``std + eps``, ``batch`` by the std of all rewards of the step (``batch_std``: the global
+    value when the step is split over processes; default the std of ``rewards``), ``none`` leaves
+    it (Dr. GRPO). Standard deviations are sample ones (``torch.std``, as verl and TRL; TRL's ``eps``
+    is 1e-4, ours stays 1e-6 so that earlier runs reproduce). A group of one rollout has no baseline: its advantage is 0. A group with equal
+    rewards gets 0 everywhere.
     """
+    if scale not in ("group", "batch", "none"):
+        raise ValueError(f"scale must be group, batch or none, got {scale!r}")
     r = rewards.float()
     if r.shape[-1] < 2:
         return torch.zeros_like(r)
     adv = r - r.mean(-1, keepdim=True)
-    if scale:
+    if scale == "group":
         adv = adv / (r.std(-1, keepdim=True) + eps)
+    elif scale == "batch":
+        std = float(r.std()) if batch_std is None else float(batch_std)
+        adv = adv / (std + eps)
     return adv
+
+
+def batch_reward_std(total: float, total_sq: float, count: float) -> float:
+    """Sample standard deviation from the sums ``sum r``, ``sum r^2`` and ``n`` (summed over ranks)."""
+    if count < 2:
+        return 0.0
+    var = (total_sq - total * total / count) / (count - 1)
+    return math.sqrt(max(var, 0.0))
 
 
 def grpo_token_loss(

@@ -1,4 +1,4 @@
-"""Per-step metrics: verl-named timers, a JSONL log (one object per step), TensorBoard if installed.
+"""Per-step metrics: verl-named timers, a JSONL log (one object per step), TensorBoard and W&B.
 
 Timer names follow verl's ``timing_s/<phase>``: ``gen`` (sampling), ``reward`` (verifying),
 ``adv`` (advantages and teacher contexts), ``update_actor`` (teacher and student forwards,
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mopd_eval.errors import InputError
 from mopd_eval.jsonl import AppendLog, iter_jsonl, write_jsonl_atomic
 
 PHASES = ("gen", "reward", "adv", "update_actor", "step")
@@ -75,6 +76,25 @@ def step_sample_metrics(rows: Sequence[SampleStats], group_size: int, *, distill
     return out
 
 
+def no_context_message(condition: str) -> str:
+    """The step-log line of a step in which no sample had a teacher context."""
+    return (f"no sample had a teacher context (condition {condition!r} could not be filled from any "
+            "group's siblings): nothing to distil, update skipped")
+
+
+def context_summary(metrics_path: Path) -> str | None:
+    """End-of-run line: steps without any teacher context and the fraction of samples with one."""
+    rows = [r for _, r in iter_jsonl(metrics_path, allow_torn_tail=True)] if metrics_path.is_file() else []
+    fracs = [r["teacher/context_fraction"] for r in rows if "teacher/context_fraction" in r]
+    if not fracs:
+        return None
+    empty = sum(f == 0 for f in fracs)
+    text = f"{float(np.mean(fracs)):.1%} of samples had a teacher context over {len(fracs)} steps"
+    if empty:
+        text += f"; {empty} step{'s' if empty > 1 else ''} had none (update skipped)"
+    return text
+
+
 class Timers:
     """Accumulating wall-clock timers: ``with timers("gen"): ...`` adds to ``timing_s/gen``."""
 
@@ -97,10 +117,18 @@ class Timers:
 
 class MetricsLog:
     """``metrics.jsonl`` (or ``name``) in the run directory; on resume, rows after the resumed
-    step are dropped (they are recomputed)."""
+    step are dropped (they are recomputed).
 
-    def __init__(self, run_dir: str | Path, *, resume_step: int | None = None, tensorboard: str = "auto",
-                 name: str = "metrics.jsonl") -> None:
+    ``reporters``: the integrations to mirror every row to (``TrainConfig.reporters()``):
+    ``tensorboard`` (events under ``run_dir/tensorboard``) and ``wandb`` (``wandb.init`` with
+    ``dir=run_dir``, ``config``, the run directory's name, and ``resume="allow"`` under a run id
+    kept in ``run_dir/wandb_run_id`` so that a resumed job continues the same W&B run; W&B reads
+    its own environment: ``WANDB_PROJECT`` (default ``mopd-eval``), ``WANDB_MODE=offline`` to
+    write ``run_dir/wandb/offline-run-*`` without network, ``wandb sync`` later).
+    """
+
+    def __init__(self, run_dir: str | Path, *, resume_step: int | None = None, reporters: Sequence[str] = (),
+                 name: str = "metrics.jsonl", config: dict | None = None) -> None:
         self.path = Path(run_dir) / name
         if resume_step is not None and self.path.exists():
             # A run killed after logging a step but before its checkpoint will redo that step.
@@ -109,16 +137,19 @@ class MetricsLog:
         elif resume_step is None and self.path.exists():
             self.path.unlink()
         self.log = AppendLog(self.path)
-        self.tb = _tensorboard(Path(run_dir) / "tensorboard", tensorboard)
+        self.tb = _tensorboard(Path(run_dir) / "tensorboard") if "tensorboard" in reporters else None
+        self.wandb = _wandb_run(Path(run_dir), config or {}) if "wandb" in reporters else None
 
     def write(self, step: int, metrics: dict) -> None:
         row = {"step": step, **metrics}
         self.log.append([row])
+        scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         if self.tb is not None:
-            for k, v in metrics.items():
-                if isinstance(v, (int, float)) and not isinstance(v, bool):
-                    self.tb.add_scalar(k, v, step)
+            for k, v in scalars.items():
+                self.tb.add_scalar(k, v, step)
             self.tb.flush()
+        if self.wandb is not None:
+            self.wandb.log(scalars, step=step)
 
     def write_rows(self, rows: list[dict]) -> None:
         self.log.append(rows)
@@ -126,15 +157,34 @@ class MetricsLog:
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+            self.wandb = None
 
 
-def _tensorboard(path: Path, mode: str):
-    if mode == "none":
-        return None
+def _missing(package: str, extra: str) -> InputError:
+    return InputError(f"report_to names {package}, which is not installed: pip install 'mopd-eval[{extra}]'",
+                      field="report_to")
+
+
+def _tensorboard(path: Path):
     try:
         from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is not a dependency; "auto" quietly skips it
-        if mode == "tensorboard":
-            raise
-        return None
+    except ImportError:
+        raise _missing("tensorboard", "tensorboard") from None
     return SummaryWriter(str(path))
+
+
+def _wandb_run(run_dir: Path, config: dict):
+    """A W&B run for ``run_dir``; its id is kept in ``run_dir/wandb_run_id`` for resumed jobs."""
+    import os
+
+    try:
+        import wandb
+    except ImportError:
+        raise _missing("wandb", "wandb") from None
+    id_file = run_dir / "wandb_run_id"
+    run_id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
+    id_file.write_text(run_id + "\n")
+    return wandb.init(project=os.environ.get("WANDB_PROJECT", "mopd-eval"), name=run_dir.name, id=run_id,
+                      resume="allow", dir=str(run_dir), config=config)

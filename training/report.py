@@ -4,6 +4,11 @@ The table is the paper's per-step wall-clock breakdown: for each run the mean se
 of each verl phase (``gen``, ``reward``, ``adv``, ``update_actor`` with its ``teacher`` forward
 part, ``step``), leaving the first ``skip_steps`` steps out (the first step pays one-time
 costs), and the ratio of every run to the first run given (e.g. MOPD / SDPO).
+
+Runs given the same name are seeds of one configuration: the table pools their steps, and the
+curves show the mean over seeds with a band from the lowest to the highest seed. Reward curves
+are also drawn as a moving average over ``SMOOTH`` steps (a step's reward is a mean of only
+``prompts x rollouts`` verdicts). A run of a single step is reported as it is.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ CONTEXT_ROWS = [
     ("response_length/mean", "response tokens (mean)"),
     ("critic/rewards/mean", "reward (mean over steps)"),
 ]
+NO_CONTEXT_ROW = "steps with no teacher context (update skipped)"
+SMOOTH = 5
 
 
 def load_run(run_dir: str | Path) -> tuple[dict, pd.DataFrame]:
@@ -47,7 +54,11 @@ def load_run(run_dir: str | Path) -> tuple[dict, pd.DataFrame]:
     return cfg, pd.DataFrame(rows).sort_values("step").reset_index(drop=True)
 
 
-def time_breakdown(runs: dict[str, pd.DataFrame], skip_steps: int = 1) -> pd.DataFrame:
+def _pooled(runs: dict[str, pd.DataFrame | list[pd.DataFrame]]) -> dict[str, pd.DataFrame]:
+    return {k: pd.concat(v, ignore_index=True) if isinstance(v, list) else v for k, v in runs.items()}
+
+
+def time_breakdown(runs: dict[str, pd.DataFrame | list[pd.DataFrame]], skip_steps: int = 1) -> pd.DataFrame:
     """Mean seconds per step of each phase (rows) for each run (columns), plus ratio columns.
 
     Steps ``<= skip_steps`` are left out unless that would leave nothing. A phase a run never
@@ -55,6 +66,8 @@ def time_breakdown(runs: dict[str, pd.DataFrame], skip_steps: int = 1) -> pd.Dat
     The teacher prompt length is averaged over the samples that had a teacher context. With two or more runs, ``NAME / FIRST`` columns give
     each run's time relative to the first run.
     """
+    n_runs = {k: len(v) if isinstance(v, list) else 1 for k, v in runs.items()}
+    runs = _pooled(runs)
     names = list(runs)
     table = {}
     for name, df in runs.items():
@@ -75,19 +88,25 @@ def time_breakdown(runs: dict[str, pd.DataFrame], skip_steps: int = 1) -> pd.Dat
                 col[label] = float(df[key].mean())
             else:
                 col[label] = float(use[key].mean())
+        if "teacher/context_fraction" in df and "teacher/prompt_length/mean" in df:  # a distillation run
+            col[NO_CONTEXT_ROW] = float((df["teacher/context_fraction"].fillna(0.0) == 0).sum())
+        else:
+            col[NO_CONTEXT_ROW] = float("nan")
         col["steps averaged"] = float(len(use))
+        col["runs (seeds)"] = float(n_runs[name])
         table[name] = col
     out = pd.DataFrame(table)
     for name in names[1:]:
         out[f"{name} / {names[0]}"] = out[name] / out[names[0]]
-        out.loc["steps averaged", f"{name} / {names[0]}"] = float("nan")
+        for count in ("steps averaged", "runs (seeds)", NO_CONTEXT_ROW):
+            out.loc[count, f"{name} / {names[0]}"] = float("nan")
     return out
 
 
 def _fmt(v: float, label: str) -> str:
     if pd.isna(v):
         return "-"
-    if label == "steps averaged":
+    if label in ("steps averaged", "runs (seeds)", NO_CONTEXT_ROW):
         return f"{v:.0f}"
     return f"{v:.3f}" if abs(v) < 100 else f"{v:.1f}"
 
@@ -100,25 +119,53 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_curves(runs: dict[str, pd.DataFrame], path: Path) -> None:
+def seed_band(frames: list[pd.DataFrame], key: str, window: int = 1) -> pd.DataFrame:
+    """Per step: mean, min and max over seeds of ``key`` (each seed's moving average first).
+
+    Steps are aligned by number; a step some seeds lack is averaged over the others.
+    """
+    cols = []
+    for i, df in enumerate(frames):
+        if key not in df:
+            continue
+        series = df.set_index("step")[key].astype(float)
+        cols.append(series.rolling(window, min_periods=1).mean().rename(i))
+    if not cols:
+        return pd.DataFrame(columns=["mean", "lo", "hi"])
+    wide = pd.concat(cols, axis=1).sort_index()
+    return pd.DataFrame({"mean": wide.mean(axis=1), "lo": wide.min(axis=1), "hi": wide.max(axis=1)})
+
+
+def plot_curves(groups: dict[str, list[pd.DataFrame]], path: Path, smooth: int = SMOOTH) -> None:
+    """Reward (raw and smoothed), teacher-context fraction and step time; bands span the seeds."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    keys = [("critic/rewards/mean", "reward (mean)"), ("teacher/context_fraction", "samples with a teacher context"),
-            ("timing_s/step", "seconds per step")]
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4))
-    for ax, (key, title) in zip(axes, keys, strict=True):
-        for name, df in runs.items():
-            if key in df:
-                ax.plot(df["step"], df[key], marker="o", label=name)
-        ax.set_title(title)
+    groups = {k: v if isinstance(v, list) else [v] for k, v in groups.items()}
+    keys = [("critic/rewards/mean", f"reward (moving mean of {smooth} steps)", smooth),
+            ("critic/rewards/mean", "reward per step", 1),
+            ("teacher/context_fraction", "samples with a teacher context", 1),
+            ("timing_s/step", "seconds per step", 1)]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.0 * len(keys), 3.4))
+    for ax, (key, title, window) in zip(axes, keys, strict=True):
+        for i, (name, frames) in enumerate(groups.items()):
+            band = seed_band(frames, key, window)
+            if band.empty:
+                continue
+            color = f"C{i}"
+            label = f"{name} ({len(frames)} seeds)" if len(frames) > 1 else name
+            ax.plot(band.index, band["mean"], color=color, marker="o" if len(band) < 12 else None,
+                    markersize=3, label=label)
+            if len(frames) > 1:
+                ax.fill_between(band.index, band["lo"], band["hi"], color=color, alpha=0.2, linewidth=0)
+        ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    axes[0].legend()
+    axes[0].legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -132,16 +179,20 @@ def write_train_report(
     names: Sequence[str] | None = None,
     skip_steps: int = 1,
 ) -> list[Path]:
-    """Write ``time_breakdown.md``/``.csv``, ``reward_curves.png`` and ``summary.json`` to ``out``."""
+    """Write ``time_breakdown.md``/``.csv``, ``reward_curves.png`` and ``summary.json`` to ``out``.
+
+    ``names`` label the runs (default: each run's ``algo``); runs with the same label are seeds of
+    one configuration (module docstring).
+    """
     out = Path(out)
     loaded = [load_run(d) for d in run_dirs]
     if names is not None and len(names) != len(loaded):
         raise InputError(f"{len(names)} names for {len(loaded)} runs", field="--names")
     labels = list(names) if names else [cfg.get("algo") or Path(d).name for (cfg, _), d in zip(loaded, run_dirs, strict=True)]
-    if len(set(labels)) != len(labels):
-        labels = [Path(d).name for d in run_dirs]
-    runs = {label: df for label, (_, df) in zip(labels, loaded, strict=True)}
-    table = time_breakdown(runs, skip_steps)
+    groups: dict[str, list[pd.DataFrame]] = {}
+    for label, (_, df) in zip(labels, loaded, strict=True):
+        groups.setdefault(label, []).append(df)
+    table = time_breakdown(groups, skip_steps)
     out.mkdir(parents=True, exist_ok=True)
     md = out / "time_breakdown.md"
     csv = out / "time_breakdown.csv"
@@ -149,11 +200,29 @@ def write_train_report(
     summary = out / "summary.json"
     write_text_atomic(md, to_markdown(table))
     write_text_atomic(csv, table.to_csv())
-    plot_curves(runs, png)
+    plot_curves(groups, png)
     write_json_atomic(summary, {
-        "runs": {label: str(d) for label, d in zip(labels, run_dirs, strict=True)},
+        "runs": [{"name": label, "dir": str(d)} for label, d in zip(labels, run_dirs, strict=True)],
         "skip_steps": skip_steps,
         "table": json.loads(table.to_json()),
-        "configs": {label: cfg for label, (cfg, _) in zip(labels, loaded, strict=True)},
+        "per_run": [run_summary(df) | {"name": label, "dir": str(d)}
+                    for label, (_, df), d in zip(labels, loaded, run_dirs, strict=True)],
+        "configs": {str(d): cfg for (cfg, _), d in zip(loaded, run_dirs, strict=True)},
     })
     return [md, csv, png, summary]
+
+
+def run_summary(df: pd.DataFrame, tail: int = SMOOTH) -> dict:
+    """One run in numbers: steps, first/last rewards, steps without a teacher context."""
+    rewards = df["critic/rewards/mean"].astype(float) if "critic/rewards/mean" in df else pd.Series(dtype=float)
+    out = {
+        "steps": int(df["step"].max()),
+        "reward_first_steps": float(rewards.head(tail).mean()) if len(rewards) else None,
+        "reward_last_steps": float(rewards.tail(tail).mean()) if len(rewards) else None,
+        "reward_mean": float(rewards.mean()) if len(rewards) else None,
+    }
+    if "teacher/context_fraction" in df and "teacher/prompt_length/mean" in df:
+        frac = df["teacher/context_fraction"].fillna(0.0)
+        out["context_fraction_mean"] = float(frac.mean())
+        out["steps_without_teacher_context"] = int((frac == 0).sum())
+    return out

@@ -92,8 +92,11 @@ def attach_contexts(
             m.has_context = ctx.effective
 
 
-def attach_advantages(samples: Sequence[TrainSample], *, scale: bool = True) -> None:
-    """GRPO: group-normalised advantages of the rewards (in place); groups must be equal-sized."""
+def attach_advantages(samples: Sequence[TrainSample], *, scale: str = "group", batch_std: float | None = None) -> None:
+    """GRPO: group-normalised advantages of the rewards (in place); groups must be equal-sized.
+
+    ``scale`` and ``batch_std`` as in ``training.losses.grpo_advantages``.
+    """
     groups: dict[int, list[TrainSample]] = {}
     for s in samples:
         groups.setdefault(s.group, []).append(s)
@@ -104,7 +107,7 @@ def attach_advantages(samples: Sequence[TrainSample], *, scale: bool = True) -> 
     if not members:
         return
     rewards = torch.tensor([[s.rollout.reward for s in m] for m in members], dtype=torch.float64)
-    adv = grpo_advantages(rewards, scale=scale)
+    adv = grpo_advantages(rewards, scale=scale, batch_std=batch_std)
     for row, m in zip(adv.tolist(), members, strict=True):
         for a, s in zip(row, m, strict=True):
             s.advantage = float(a)

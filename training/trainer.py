@@ -50,8 +50,22 @@ from training.checkpoint import (
     save_checkpoint,
 )
 from training.config import TrainConfig
-from training.distributed import DistInfo, all_gather_objects, init_distributed, shard_model
-from training.metrics import MetricsLog, SampleStats, Timers, step_sample_metrics
+from training.distributed import (
+    DistInfo,
+    all_gather_objects,
+    all_reduce_sum,
+    init_distributed,
+    shard_model,
+)
+from training.losses import batch_reward_std
+from training.metrics import (
+    MetricsLog,
+    SampleStats,
+    Timers,
+    context_summary,
+    no_context_message,
+    step_sample_metrics,
+)
 from training.samples import (
     TrainSample,
     attach_advantages,
@@ -287,8 +301,15 @@ class Trainer:
             if self.spec.uses_teacher:
                 attach_contexts(samples, self.condition, self.tokenizer, order=cfg.peer_order, seed=cfg.seed)
             else:
-                attach_advantages(samples, scale=cfg.scale_rewards)
+                attach_advantages(samples, scale=cfg.scale_rewards, batch_std=self._batch_reward_std(samples))
         return samples
+
+    def _batch_reward_std(self, samples: Sequence[TrainSample]) -> float | None:
+        """The std of every rank's rewards this step (``scale_rewards=batch``; None otherwise)."""
+        if self.cfg.scale_rewards != "batch":
+            return None
+        r = [s.rollout.reward for s in samples]
+        return batch_reward_std(*all_reduce_sum([sum(r), sum(x * x for x in r), len(r)], self.info))
 
     def _gen_autocast(self):
         # bf16 on one process: the hf engine samples from the fp32 master weights themselves, so
@@ -337,12 +358,7 @@ class Trainer:
             save_total_limit=self.cfg.save_total_limit,
         )
 
-    def train(self, *, stop_after: int | None = None) -> Path | None:
-        """Run from the start (or the resumed step) to ``max_steps``; returns the last checkpoint.
-
-        ``stop_after`` ends the loop after that step without a final save, as a kill would (for
-        tests of resuming).
-        """
+    def _open_logs(self) -> None:
         cfg, info = self.cfg, self.info
         self.output_dir.mkdir(parents=True, exist_ok=True)
         if info.is_main:
@@ -350,13 +366,33 @@ class Trainer:
                               {**cfg.to_dict(), "world_size": info.world_size, "fsdp": self.sharded,
                                "versions": package_versions()})
             resume_step = self.start_step if self.resume_path else None
-            self.log = MetricsLog(self.output_dir, resume_step=resume_step, tensorboard=cfg.report_to)
+            self.log = MetricsLog(self.output_dir, resume_step=resume_step, reporters=cfg.reporters(),
+                                  config=cfg.to_dict())
             # Every rollout of the run with its verdict and whether the teacher had a context.
-            self.rollout_log = MetricsLog(self.output_dir, resume_step=resume_step, tensorboard="none",
-                                          name="rollouts.jsonl")
+            self.rollout_log = MetricsLog(self.output_dir, resume_step=resume_step, name="rollouts.jsonl")
+
+    def _report_step(self, bar: tqdm, step: int, metrics: dict) -> None:
+        """Progress bar postfix and, when no sample had a teacher context, a line saying so."""
+        post = {"reward": f"{metrics['critic/rewards/mean']:.3f}",
+                "loss": f"{metrics['actor/loss']:.4g}" if math.isfinite(metrics["actor/loss"]) else "-"}
+        if self.spec.uses_teacher:
+            post["ctx"] = f"{metrics['teacher/context_fraction']:.0%}"
+            if metrics["teacher/context_fraction"] == 0 and self.info.is_main:
+                bar.write(f"step {step}: {no_context_message(self.condition.name)}")
+        bar.update(1)
+        bar.set_postfix(post)
+
+    def train(self, *, stop_after: int | None = None) -> Path | None:
+        """Run from the start (or the resumed step) to ``max_steps``; returns the last checkpoint.
+
+        ``stop_after`` ends the loop after that step without a final save, as a kill would (for
+        tests of resuming).
+        """
+        cfg = self.cfg
+        self._open_logs()
         last: Path | None = None
         bar = tqdm(total=cfg.max_steps, initial=self.start_step, desc=f"train {cfg.algo}", unit="step",
-                   disable=not info.is_main)
+                   disable=not self.info.is_main)
         try:
             save_s = None
             for step in range(self.start_step + 1, cfg.max_steps + 1):
@@ -374,22 +410,26 @@ class Trainer:
                     t0 = time.perf_counter()
                     last = self.save(step)
                     save_s = time.perf_counter() - t0
-                bar.update(1)
-                bar.set_postfix(reward=f"{metrics['critic/rewards/mean']:.3f}",
-                                loss=f"{metrics['actor/loss']:.4g}" if math.isfinite(metrics["actor/loss"]) else "-")
+                self._report_step(bar, step, metrics)
                 if stop_after is not None and step >= stop_after:
                     return last
         finally:
             bar.close()
-            self._lock.release()
-            for log in (self.log, self.rollout_log):
-                if log is not None:
-                    log.close()
-            close = getattr(self.task, "close", None)
-            if close is not None:
-                close()
+            self._close()
         return last
 
+    def _close(self) -> None:
+        self._lock.release()
+        if self.log is not None and self.spec.uses_teacher and self.info.is_main:
+            summary = context_summary(self.log.path)
+            if summary is not None:
+                tqdm.write(f"train {self.cfg.algo}: {summary}")
+        for log in (self.log, self.rollout_log):
+            if log is not None:
+                log.close()
+        close = getattr(self.task, "close", None)
+        if close is not None:
+            close()
 
 def train(cfg: TrainConfig, *, task: Any = None, stop_after: int | None = None) -> Path | None:
     """Run a training job (every process under ``torchrun`` calls this)."""

@@ -117,7 +117,7 @@ def _distill_loss(ctx: UpdateContext, cfg: TrainConfig, mb: list[TrainSample], b
     sel = torch.tensor(rows, device=dev)
     tok_loss, div = distill_token_loss(
         logits[sel], t_logits[: len(rows)], batch.response_ids[sel],
-        alpha=cfg.alpha, variant=cfg.distill_variant, topk=cfg.distill_topk,
+        beta=cfg.beta, variant=cfg.distill_variant, topk=cfg.distill_topk,
     )
     mask = batch.response_mask[sel]
     loss = (tok_loss * mask).sum()
