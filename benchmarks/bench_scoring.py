@@ -10,7 +10,13 @@ shipped default set of the signal study (``mopd_eval/data/smollm2_signal_rollout
 ``--pairs P.jsonl`` a ready list of ``{"teacher_prompt_ids", "target_ids"[, "problem_id"]}``
 rows (``--write-pairs`` dumps any workload in that format).
 
-Both paths run on the same model in the same process. The fast path first scores the whole
+``--engines hf-tree,hf-naive,vllm`` adds vLLM's prompt-log-prob scoring (where ``vllm`` imports;
+its CPU build lives in ``.venv-vllm``, docs/install.md) on the same token ids, at the same
+``--dtype`` (default float32), without prefix caching (``mopd_eval.engines.vllm_engine`` says
+why); every engine named runs on the paired calls, in an order that rotates call by call, and
+is reported as target tokens/s, ratio to hf-tree and max |Δ log-prob| to hf-naive.
+
+Both hf paths run on the same model in the same process. The fast path first scores the whole
 workload. The naive path (what the reference code does) is slow, so it runs on the first
 ``--naive-problems`` score calls only, alternating call by call with the fast path (so a change
 of load on a shared machine hits both), and the ratio is taken on those calls; wall and process
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import sys
@@ -156,32 +163,55 @@ def run_fast(engine: HFEngine, problems) -> dict:
     return tot
 
 
-def run_paired(engine: HFEngine, problems) -> dict:
-    """Naive and fast alternately, call by call, so load changes on a shared machine hit both."""
-    out = {
-        "naive_s": 0.0,
-        "naive_cpu": 0.0,
-        "fast_s": 0.0,
-        "fast_cpu": 0.0,
-        "targets": 0,
-        "naive_positions": 0,
-        "lower_bound": 0,
-        "max_diff": 0.0,
-    }
-    for pairs in problems:
-        ref, w, c = score_call(engine, pairs, naive=True)
-        out["naive_s"] += w
-        out["naive_cpu"] += c
-        got, w, c = score_call(engine, pairs, naive=False)
-        out["fast_s"] += w
-        out["fast_cpu"] += c
-        s = engine.last_stats
+ENGINES = ("hf-tree", "hf-naive", "vllm")
+
+
+def run_paired(engine: HFEngine, problems, others: dict | None = None) -> dict:
+    """hf-naive, hf-tree and ``others`` ({name: score function}) on each call, in an order that
+    rotates call by call, so load changes on a shared machine hit all of them."""
+    fns = {"naive": lambda pairs: score_call(engine, pairs, naive=True),
+           "fast": lambda pairs: score_call(engine, pairs, naive=False), **(others or {})}
+    out = {"targets": 0, "naive_positions": 0, "lower_bound": 0, "max_diff": 0.0,
+           **{f"{n}_{k}": 0.0 for n in fns for k in ("s", "cpu")},
+           **{f"{n}_max_diff": 0.0 for n in others or {}}}
+    names = list(fns)
+    for k, pairs in enumerate(problems):
+        got = {}
+        for name in names[k % len(names):] + names[: k % len(names)]:
+            got[name], w, c = fns[name](pairs)
+            out[f"{name}_s"] += w
+            out[f"{name}_cpu"] += c
+            if name == "fast":
+                s = engine.last_stats
         out["targets"] += s.target_tokens
         out["naive_positions"] += s.naive_positions
         out["lower_bound"] += s.lower_bound
-        diffs = [float(np.abs(a - b).max()) for a, b in zip(got, ref, strict=True) if a.size]
-        out["max_diff"] = max([out["max_diff"], *diffs])
+        for name in got:
+            if name == "naive":
+                continue
+            diffs = [float(np.abs(a - b).max()) for a, b in zip(got[name], got["naive"], strict=True) if a.size]
+            key = "max_diff" if name == "fast" else f"{name}_max_diff"
+            out[key] = max([out[key], *diffs])
     return out
+
+
+def vllm_scorer(model: str, dtype: str, max_model_len: int | None):
+    """A score function on vLLM (prefix caching off), or None with the reason it cannot run."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        return None, "vllm is not importable in this environment (its CPU build: .venv-vllm)"
+    from mopd_eval.engine_options import EngineOptions, make_engine
+
+    opts = EngineOptions(engine="vllm", dtype=dtype, max_model_len=max_model_len).validated()
+    eng = make_engine(model, opts, purpose="score")
+
+    def fn(pairs):
+        w, c = time.perf_counter(), time.process_time()
+        res = eng.score([p for p, _ in pairs], [t for _, t in pairs])
+        return res, time.perf_counter() - w, time.process_time() - c
+
+    return fn, None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -219,13 +249,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--row-tokens", type=int, default=None, help="hf engine row size")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--engines", default="hf-tree,hf-naive",
+                    help=f"comma-separated, from {', '.join(ENGINES)} (hf-tree and hf-naive always run)")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                    help="precision of every engine (default float32)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--write-pairs", type=Path, help="also write the workload as a --pairs file")
     args = ap.parse_args(argv)
 
     print(
         f"# bench_scoring  python {platform.python_version()}  torch {torch.__version__}  "
-        f"threads {torch.get_num_threads()}  seed {args.seed}"
+        f"threads {torch.get_num_threads()}  seed {args.seed}  dtype {args.dtype}  "
+        f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
     t0 = time.perf_counter()
     if args.threads:
@@ -233,7 +268,10 @@ def main(argv: list[str] | None = None) -> int:
     kw = {
         k: v for k, v in (("pack_tokens", args.pack_tokens), ("row_tokens", args.row_tokens)) if v
     }
-    engine = HFEngine(args.model, **kw)
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    if not set(engines) <= set(ENGINES):
+        ap.error(f"--engines: unknown {sorted(set(engines) - set(ENGINES))}; choose from {', '.join(ENGINES)}")
+    engine = HFEngine(args.model, dtype=args.dtype, **kw)
     print(
         f"model {args.model}: loaded in {time.perf_counter() - t0:.1f} s; pack_tokens {engine.pack_tokens}, "
         f"row_tokens {engine.row_tokens}; "
@@ -278,7 +316,16 @@ def main(argv: list[str] | None = None) -> int:
     fast = run_fast(engine, problems)
     rss_fast = peak_rss_mb()
     sub = problems[: max(1, -(-args.naive_problems // k))]
-    paired = run_paired(engine, sub)
+    others = {}
+    if "vllm" in engines:
+        longest = max(len(p) + len(t) for pairs in problems for p, t in pairs)
+        fn, why = vllm_scorer(args.model, args.dtype, max(2048, longest + 1))
+        if fn is None:
+            print(f"vllm: skipped: {why}")
+        else:
+            fn(sub[0][:2])  # vLLM's first call compiles and allocates; not timed
+            others["vllm"] = fn
+    paired = run_paired(engine, sub, others)
     rss_all = peak_rss_mb()
 
     tps_fast_all = fast["target_tokens"] / fast["seconds"]
@@ -306,6 +353,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{paired['naive_cpu'] / paired['fast_cpu']:.2f}x cpu; max |dlogprob| {paired['max_diff']:.2e}; "
         f"peak RSS {rss_all:.0f} MB"
     )
+    for name in others:
+        tps = paired["targets"] / paired[f"{name}_s"]
+        print(
+            f"  {name}: {paired[f'{name}_s']:8.1f} s (cpu {paired[f'{name}_cpu']:.1f} s)  {tps:8.1f} target tok/s; "
+            f"hf-tree / {name} = {tps_fast / tps:.2f}x wall; {name} / hf-naive = {tps / tps_naive:.2f}x; "
+            f"max |dlogprob| vs hf-naive {paired[f'{name}_max_diff']:.2e}"
+        )
     print()
     print(
         f"positions, all calls: naive {fast['naive_positions']}, lower bound {fast['lower_bound']} "
