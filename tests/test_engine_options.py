@@ -12,7 +12,12 @@ import torch
 from tiny_model import make_tiny_model_dir
 
 from mopd_eval import engine_options as eo
-from mopd_eval.engine_options import EngineOptions, add_engine_arguments, engine_options, make_engine
+from mopd_eval.engine_options import (
+    EngineOptions,
+    add_engine_arguments,
+    engine_options,
+    make_engine,
+)
 from mopd_eval.errors import InputError
 
 
@@ -223,3 +228,22 @@ def test_commands_refuse_bad_options_before_loading(command, monkeypatch, tmp_pa
     assert rc == 2
     assert "--gpu-memory-utilization" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_train_config_takes_the_same_names():
+    from training.config import TrainConfig
+
+    cfg = TrainConfig(engine="vllm", dtype="bfloat16", tensor_parallel_size=2, max_model_len=4096,
+                      gpu_memory_utilization=0.6, enforce_eager=True, engine_args={"max_num_seqs": 8})
+    kw = eo.engine_kwargs(cfg.engine_options(), purpose="generate")
+    assert {k: kw[k] for k in ("dtype", "tensor_parallel_size", "max_model_len", "gpu_memory_utilization",
+                               "enforce_eager", "max_num_seqs", "for_scoring")} == {
+        "dtype": "bfloat16", "tensor_parallel_size": 2, "max_model_len": 4096, "gpu_memory_utilization": 0.6,
+        "enforce_eager": True, "max_num_seqs": 8, "for_scoring": False}
+    for bad, field in ((dict(engine="vllm", tensor_parallel_size=0), "tensor_parallel_size"),
+                       (dict(gpu_memory_utilization=0.5), "gpu_memory_utilization"),
+                       (dict(dtype="bfloat16"), "dtype"),  # hf samples from the policy: bf16= decides
+                       (dict(engine="vllm", engine_args={"seed": 1}), "engine_args")):
+        with pytest.raises(InputError) as e:
+            TrainConfig(**bad)
+        assert e.value.field == field
