@@ -90,3 +90,16 @@ def test_two_process_fsdp_step_equals_one_process_step(tiny_model_dir, tmp_path)
     assert m1["critic/rewards/mean"] == m2["critic/rewards/mean"]
     assert m2["actor/loss"] == pytest.approx(m1["actor/loss"], rel=1e-5)
     assert m2["actor/grad_norm"] == pytest.approx(m1["actor/grad_norm"], rel=1e-5)
+
+    # The 2-process checkpoint holds the optimizer state as DCP shards, one file per rank (nothing
+    # gathered on rank 0); one process resumes from it as from its own 1-process checkpoint.
+    assert sorted(p.name for p in (two / "optimizer").glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
+    resumed = {}
+    for name in ("one", "two"):
+        cfg = load_config(_config(tmp_path / f"{name}.yaml", tiny_model_dir, tmp_path / name), algo="sdpo")
+        cfg.max_steps, cfg.resume_from_checkpoint = 2, True
+        resumed[name] = train(cfg)
+    a, b = load_file(resumed["one"] / "model.safetensors"), load_file(resumed["two"] / "model.safetensors")
+    assert max(float((a[k] - load_file(one / "model.safetensors")[k]).abs().max()) for k in a) > 1e-3
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-4, msg=k)

@@ -12,6 +12,7 @@ starts with "The". OPD's external teacher is primed to start with "The" on the p
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -157,7 +158,7 @@ def test_reward_rises_on_easy_task(algo, primed, tmp_path):
     assert len(out[0]) == 2
 
 
-def test_no_teacher_context_means_no_update(primed, tmp_path):
+def test_no_teacher_context_means_no_update(primed, tmp_path, capsys):
     # MOPD with a condition no group can fill (3 successes + 3 failures of 7 peers are rare, and
     # the first step's groups have none): the samples are masked and the weights do not move.
     cfg_file = _write_config(tmp_path / "cfg.yaml", primed / "student", tmp_path / "run", max_steps=1,
@@ -165,6 +166,9 @@ def test_no_teacher_context_means_no_update(primed, tmp_path):
     train(load_config(cfg_file, algo="mopd"))
     row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert row["teacher/context_fraction"] == 0.0 and row["actor/skipped_update"] == 1.0
+    err = capsys.readouterr().err
+    assert "step 1: no sample had a teacher context (condition 'impossible'" in err
+    assert "0.0% of samples had a teacher context over 1 steps; 1 step had none (update skipped)" in err
     before = load_file(primed / "student" / "model.safetensors")
     after = load_file(tmp_path / "run" / "checkpoint-1" / "model.safetensors")
     for k in before:
@@ -175,10 +179,11 @@ def _comparable(rows):
     return [{k: v for k, v in r.items() if not k.startswith("timing_s/")} for r in rows]
 
 
-def test_killed_run_resumes_identically(primed, tmp_path):
+@pytest.mark.parametrize("save_dtype", ["float32", "bfloat16"])
+def test_killed_run_resumes_identically(primed, tmp_path, save_dtype):
     def cfg_for(out):
         return load_config(_write_config(tmp_path / f"{out}.yaml", primed / "student", tmp_path / out,
-                                         max_steps=4, save_steps=2), algo="mopd")
+                                         max_steps=4, save_steps=2, save_dtype=save_dtype), algo="mopd")
 
     full = train(cfg_for("full"))
     # the same run "killed" after step 3 (checkpoint at step 2), then resumed
@@ -190,6 +195,14 @@ def test_killed_run_resumes_identically(primed, tmp_path):
     assert trainer.start_step == 2
     resumed = trainer.train()
     a, b = load_file(full / "model.safetensors"), load_file(resumed / "model.safetensors")
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[save_dtype]
+    assert {v.dtype for v in a.values()} == {dtype}
+    assert json.loads((full / "config.json").read_text())["dtype"] == save_dtype
+    # the optimizer state is DCP shards (one process: rank 0's file and the metadata)
+    assert (full / "optimizer" / ".metadata").is_file() and list((full / "optimizer").glob("*.distcp"))
+    hf_state = json.loads((full / "trainer_state.json").read_text())
+    assert hf_state["global_step"] == 4 and [e["step"] for e in hf_state["log_history"]] == [1, 2, 3, 4]
+    assert {"loss", "grad_norm", "learning_rate", "reward"} <= set(hf_state["log_history"][-1])
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-7)
     ta, tb = load_file(full / "teacher" / "model.safetensors"), load_file(resumed / "teacher" / "model.safetensors")
@@ -240,3 +253,30 @@ def test_a_second_trainer_on_the_same_output_dir_is_refused(primed, tmp_path):
         Trainer(cfg)
     first.train()
     Trainer(cfg)  # released by the finished run
+
+
+def test_report_to_wandb_offline_and_tensorboard(primed, tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    pytest.importorskip("tensorboard")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    for var in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):  # any network use would fail
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    cfg_file = _write_config(tmp_path / "cfg.yaml", primed / "student", tmp_path / "run", max_steps=2,
+                             report_to=["wandb", "tensorboard"])
+    train(load_config(cfg_file, algo="grpo"))
+    run = tmp_path / "run"
+    offline = list((run / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1
+    (log,) = offline[0].glob("run-*.wandb")
+    # The offline log holds each history row's keys and JSON values as plain protobuf strings.
+    # wandb-core finishes writing it just after finish() returns.
+    deadline = time.monotonic() + 30
+    while b"critic/rewards/mean" not in log.read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    data = log.read_bytes()
+    for row in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()):
+        reward = json.dumps(row["critic/rewards/mean"]).encode()
+        assert b"\x13critic/rewards/mean\x82\x01" + bytes([len(reward)]) + reward in data, row["step"]
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert (run / "wandb_run_id").read_text().strip() in offline[0].name

@@ -4,14 +4,19 @@ Layout of ``OUTPUT_DIR/checkpoint-STEP/``::
 
     config.json, model.safetensors, generation_config.json, tokenizer files   (the policy)
     teacher/            the EMA teacher, also a Hugging Face directory (EMA runs only)
-    trainer_state.pt    optimizer (full, keyed by parameter names), scheduler, step, data position
+    optimizer/          optimizer state, sharded: torch.distributed.checkpoint (DCP) files
+    trainer_state.pt    scheduler, step, data position, world size
+    trainer_state.json  the same in Hugging Face Trainer's format (global_step, log_history...)
     rng_state_RANK.pt   Python, NumPy and torch RNG states of each rank
     train_config.json   the run's configuration
 
-Optimizer state is stored unsharded and keyed by parameter names (``torch.distributed.checkpoint``'s
-full state dicts), so a checkpoint resumes on another number of processes as well. A checkpoint
-is written into ``checkpoint-STEP.tmp`` and renamed when complete: a directory named
-``checkpoint-STEP`` is always whole, and a killed save leaves only a ``.tmp`` to delete.
+The weights are saved in ``save_dtype`` (float32 by default; bfloat16 halves the files). The
+optimizer state is written with ``torch.distributed.checkpoint``: each rank saves its own shards
+of the FSDP-sharded state (nothing is gathered on rank 0), keyed by parameter names, and DCP
+reshards on load, so a checkpoint resumes on another number of processes as well. Checkpoints
+of earlier versions, with the full optimizer state inside ``trainer_state.pt``, still resume.
+A checkpoint is written into ``checkpoint-STEP.tmp`` and renamed when complete: a directory
+named ``checkpoint-STEP`` is always whole, and a killed save leaves only a ``.tmp`` to delete.
 """
 
 from __future__ import annotations
@@ -26,10 +31,12 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
     get_optimizer_state_dict,
+    set_model_state_dict,
     set_optimizer_state_dict,
 )
 
@@ -38,6 +45,9 @@ from training.distributed import DistInfo, barrier
 
 _CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "trainer_state.pt"
+HF_STATE_FILE = "trainer_state.json"
+OPTIMIZER_DIR = "optimizer"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -45,8 +55,13 @@ def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
-def save_hf_dir(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, tokenizer: Any = None) -> None:
-    """Write ``state`` with ``model``'s config as a Hugging Face directory (safetensors)."""
+def save_hf_dir(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, tokenizer: Any = None,
+                dtype: str = "float32") -> None:
+    """Write ``state`` with ``model``'s config as a Hugging Face directory (safetensors).
+
+    Floating-point tensors are cast to ``dtype`` and ``config.json`` names it, so that
+    ``from_pretrained(dtype="auto")`` loads what was saved.
+    """
     path.mkdir(parents=True, exist_ok=True)
     # Full state dicts of sharded models hold separate copies of tied parameters (a tied LM
     # head), which save_pretrained would then store twice: keep the first name of each tie.
@@ -56,9 +71,16 @@ def save_hf_dir(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Pa
         if id(p) in seen:
             tied.add(name)
         seen.setdefault(id(p), name)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in state.items() if k not in tied}
+    target = DTYPES[dtype]
+    state = {k: (v.detach().to("cpu", target) if v.is_floating_point() else v.detach().to("cpu")).contiguous()
+             for k, v in state.items() if k not in tied}
     _drop_gguf_origin(model)
     model.save_pretrained(path, state_dict=state, safe_serialization=True)
+    # save_pretrained records the in-memory (float32) dtype; the files hold ``dtype``.
+    cfg_file = path / "config.json"
+    cfg = json.loads(cfg_file.read_text())
+    cfg.update({k: dtype for k in ("dtype", "torch_dtype") if k in cfg} or {"dtype": dtype})
+    cfg_file.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     if tokenizer is not None:
         tokenizer.save_pretrained(path)
 
@@ -118,8 +140,13 @@ def save_checkpoint(
     config: dict,
     teacher: torch.nn.Module | None = None,
     save_total_limit: int | None = None,
+    save_dtype: str = "float32",
+    hf_state: dict | None = None,
 ) -> Path:
-    """Write ``checkpoint-STEP`` (collective: every rank must call it). Returns its path."""
+    """Write ``checkpoint-STEP`` (collective: every rank must call it). Returns its path.
+
+    ``hf_state``: the ``trainer_state.json`` content (``hf_trainer_state``), written by rank 0.
+    """
     root = Path(output_dir)
     final = root / f"checkpoint-{step}"
     tmp = root / f"checkpoint-{step}.tmp"
@@ -129,15 +156,24 @@ def save_checkpoint(
     barrier(info)
     weights = full_state_dict(policy)
     teacher_weights = full_state_dict(teacher) if teacher is not None else None
-    optim = get_optimizer_state_dict(policy, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    # Sharded state (DTensors under FSDP): every rank writes its own part, none gathers it all.
+    # With a lower save dtype the float32 master weights go there too, so a resume is exact.
+    shards = {"optimizer": get_optimizer_state_dict(policy, optimizer)}
+    if save_dtype != "float32":
+        shards["model"] = get_model_state_dict(policy)
+        if teacher is not None:
+            shards["teacher"] = get_model_state_dict(teacher)
+    dcp.save(shards, checkpoint_id=tmp / OPTIMIZER_DIR)
     torch.save(_rng_state(), tmp / f"rng_state_{info.rank}.pt")
     if info.is_main:
-        save_hf_dir(policy, weights, tmp, tokenizer)
+        save_hf_dir(policy, weights, tmp, tokenizer, save_dtype)
         if teacher_weights is not None:
-            save_hf_dir(teacher, teacher_weights, tmp / "teacher", tokenizer)
-        torch.save({"optimizer": optim, "scheduler": scheduler.state_dict(), "world_size": info.world_size, **state},
-                   tmp / STATE_FILE)
+            save_hf_dir(teacher, teacher_weights, tmp / "teacher", tokenizer, save_dtype)
+        torch.save({"scheduler": scheduler.state_dict(), "world_size": info.world_size,
+                    "master_weights": sorted(set(shards) - {"optimizer"}), **state}, tmp / STATE_FILE)
         (tmp / "train_config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
+        if hf_state is not None:
+            (tmp / HF_STATE_FILE).write_text(json.dumps(hf_state, indent=2, default=str) + "\n")
     barrier(info)
     if info.is_main:
         if final.exists():
@@ -155,8 +191,64 @@ def load_trainer_state(path: Path) -> dict:
     return torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
 
 
-def restore_optimizer(policy: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
-    set_optimizer_state_dict(policy, optimizer, state["optimizer"], options=StateDictOptions(full_state_dict=True))
+def restore_optimizer(policy: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict, path: Path) -> None:
+    """Load the optimizer state of checkpoint ``path`` (DCP shards, or an older full state)."""
+    if "optimizer" in state:  # written before the state was sharded
+        set_optimizer_state_dict(policy, optimizer, state["optimizer"], options=StateDictOptions(full_state_dict=True))
+        return
+    # The target must hold every entry to be read: get_optimizer_state_dict creates the state
+    # (a zero-lr step) when the optimizer has none yet; DCP then fills it in place, resharding.
+    target = {"optimizer": get_optimizer_state_dict(policy, optimizer)}
+    dcp.load(target, checkpoint_id=path / OPTIMIZER_DIR)
+    set_optimizer_state_dict(policy, optimizer, target["optimizer"])
+
+
+def restore_master_weights(models: dict[str, torch.nn.Module], state: dict, path: Path) -> None:
+    """Overwrite ``models`` (``{"model": policy, "teacher": ...}``) with the float32 weights kept in
+    the DCP shards when the Hugging Face files were saved in a lower dtype."""
+    names = [n for n in state.get("master_weights", []) if n in models]
+    if not names:
+        return
+    target = {n: get_model_state_dict(models[n]) for n in names}
+    dcp.load(target, checkpoint_id=path / OPTIMIZER_DIR)
+    for n in names:
+        set_model_state_dict(models[n], target[n])
+
+
+# Hugging Face / TRL names for our per-step metrics in trainer_state.json's log_history.
+HF_LOG_KEYS = {
+    "actor/loss": "loss", "actor/grad_norm": "grad_norm", "actor/lr": "learning_rate",
+    "critic/rewards/mean": "reward", "rollouts/group_reward_std": "reward_std",
+    "response_length/mean": "completions/mean_length", "response_length/clip_ratio": "completions/clipped_ratio",
+    "teacher/context_fraction": "teacher/context_fraction", "timing_s/step": "step_time",
+}
+
+
+def hf_trainer_state(rows: list[dict], *, step: int, max_steps: int, save_steps: int, batch_size: int,
+                     epoch: float) -> dict:
+    """``trainer_state.json`` as Hugging Face's ``Trainer`` writes it, from our metrics rows.
+
+    ``log_history`` has one entry per logged step up to ``step`` with HF/TRL names (``loss``,
+    ``grad_norm``, ``learning_rate``, ``reward``...); NaN (a skipped update's loss) becomes null.
+    """
+    history = []
+    for row in rows:
+        if row.get("step", 0) > step:
+            continue
+        entry = {"step": row["step"]}
+        for ours, theirs in HF_LOG_KEYS.items():
+            if ours in row:
+                v = row[ours]
+                entry[theirs] = None if isinstance(v, float) and not np.isfinite(v) else v
+        history.append(entry)
+    return {
+        "best_global_step": None, "best_metric": None, "best_model_checkpoint": None,
+        "epoch": epoch, "eval_steps": None, "global_step": step, "is_hyper_param_search": False,
+        "is_local_process_zero": True, "is_world_process_zero": True, "log_history": history,
+        "logging_steps": 1, "max_steps": max_steps, "num_input_tokens_seen": 0, "num_train_epochs": None,
+        "save_steps": save_steps, "stateful_callbacks": {}, "total_flos": 0.0, "train_batch_size": batch_size,
+        "trial_name": None, "trial_params": None,
+    }
 
 
 def restore_rng(path: Path, info: DistInfo) -> None:

@@ -178,13 +178,14 @@ def _tensorboard(path: Path):
 def _wandb_run(run_dir: Path, config: dict):
     """A W&B run for ``run_dir``; its id is kept in ``run_dir/wandb_run_id`` for resumed jobs."""
     import os
+    import uuid
 
     try:
         import wandb
     except ImportError:
         raise _missing("wandb", "wandb") from None
     id_file = run_dir / "wandb_run_id"
-    run_id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
+    run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:12]
     id_file.write_text(run_id + "\n")
     return wandb.init(project=os.environ.get("WANDB_PROJECT", "mopd-eval"), name=run_dir.name, id=run_id,
                       resume="allow", dir=str(run_dir), config=config)

@@ -25,6 +25,7 @@ import copy
 import importlib
 import math
 import random
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,15 +37,17 @@ import torch
 from tqdm.auto import tqdm
 
 from mopd_eval.errors import InputError
-from mopd_eval.jsonl import write_json_atomic
+from mopd_eval.jsonl import iter_jsonl, write_json_atomic
 from mopd_eval.pipeline import SamplingConfig, sample_and_verify
 from mopd_eval.resumable import RunLock
 from mopd_eval.tasks import TASKS, get_task
 from mopd_eval.tasks.base import Problem
 from mopd_eval.versions import package_versions
 from training.checkpoint import (
+    hf_trainer_state,
     load_trainer_state,
     resolve_resume,
+    restore_master_weights,
     restore_optimizer,
     restore_rng,
     save_checkpoint,
@@ -249,7 +252,11 @@ class Trainer:
         if self.resume_path is None:
             return 0
         state = load_trainer_state(self.resume_path)
-        restore_optimizer(self.policy, self.optimizer, state)
+        restore_optimizer(self.policy, self.optimizer, state, self.resume_path)
+        models = {"model": self.policy}
+        if self.teacher is not None and self.teacher.kind == "ema":
+            models["teacher"] = self.teacher.model
+        restore_master_weights(models, state, self.resume_path)
         self.scheduler.load_state_dict(state["scheduler"])
         restore_rng(self.resume_path, self.info)
         return int(state["step"])
@@ -355,8 +362,16 @@ class Trainer:
             state={"step": step, "data_position": step * self.cfg.num_prompts_per_step, "algo": self.cfg.algo},
             config=self.cfg.to_dict(),
             teacher=self.teacher.model if (self.teacher is not None and self.teacher.kind == "ema") else None,
-            save_total_limit=self.cfg.save_total_limit,
+            save_total_limit=self.cfg.save_total_limit, save_dtype=self.cfg.save_dtype,
+            hf_state=self._hf_state(step) if self.info.is_main else None,
         )
+
+    def _hf_state(self, step: int) -> dict:
+        cfg = self.cfg
+        rows = [r for _, r in iter_jsonl(self.log.path, allow_torn_tail=True)] if self.log is not None else []
+        return hf_trainer_state(rows, step=step, max_steps=cfg.max_steps, save_steps=cfg.save_steps,
+                                batch_size=cfg.num_prompts_per_step * cfg.num_generations,
+                                epoch=step * cfg.num_prompts_per_step / len(self.problems))
 
     def _open_logs(self) -> None:
         cfg, info = self.cfg, self.info
@@ -378,7 +393,7 @@ class Trainer:
         if self.spec.uses_teacher:
             post["ctx"] = f"{metrics['teacher/context_fraction']:.0%}"
             if metrics["teacher/context_fraction"] == 0 and self.info.is_main:
-                bar.write(f"step {step}: {no_context_message(self.condition.name)}")
+                bar.write(f"step {step}: {no_context_message(self.condition.name)}", file=sys.stderr)
         bar.update(1)
         bar.set_postfix(post)
 
@@ -423,7 +438,7 @@ class Trainer:
         if self.log is not None and self.spec.uses_teacher and self.info.is_main:
             summary = context_summary(self.log.path)
             if summary is not None:
-                tqdm.write(f"train {self.cfg.algo}: {summary}")
+                tqdm.write(f"train {self.cfg.algo}: {summary}", file=sys.stderr)
         for log in (self.log, self.rollout_log):
             if log is not None:
                 log.close()
