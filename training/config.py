@@ -72,6 +72,9 @@ class TrainConfig:
     gpu_memory_utilization: float | None = None
     enforce_eager: bool = False
     engine_args: dict = field(default_factory=dict)
+    # vllm (colocated, training.vllm_colocate): sleep between generations to free the GPU for the
+    # update (TRL's name); gpu_memory_utilization defaults to 0.3 there, as in TRL's colocate mode.
+    vllm_enable_sleep_mode: bool = False
     num_prompts_per_step: int = 32  # global, over all ranks
     num_generations: int = 8  # rollouts per prompt
     max_completion_length: int = 256

@@ -262,17 +262,24 @@ class Trainer:
         return int(state["step"])
 
     def _setup_engine(self):
-        from mopd_eval.engine_options import make_engine
         from mopd_eval.engines.hf import HFEngine
 
-        options = self.cfg.engine_options()
-        if self.cfg.engine == "hf":
+        cfg, options = self.cfg, self.cfg.engine_options()
+        if cfg.engine == "hf":
             gen = self.models.gen_model
             engine = HFEngine(gen.to(self.info.device) if gen is not None else self.policy, self.tokenizer,
                               max_model_len=options.max_model_len)
+            push_weights(engine, self.policy)  # a no-op when the engine wraps the policy itself
         else:
-            engine = make_engine(self.policy_path, options, purpose="generate")
-        push_weights(engine, self.policy)  # a no-op when the engine wraps the policy itself
+            from training.vllm_colocate import ColocatedVLLM
+
+            # Loads the same files the policy was loaded from: no initial push needed.
+            engine = ColocatedVLLM(
+                self.policy_path, self.info, tensor_parallel_size=options.tensor_parallel_size,
+                gpu_memory_utilization=options.gpu_memory_utilization,
+                enable_sleep_mode=cfg.vllm_enable_sleep_mode, dtype="bfloat16" if self.bf16 else options.dtype,
+                max_model_len=options.max_model_len, enforce_eager=options.enforce_eager,
+                engine_args=options.engine_args)
         self.pad_id = engine.pad_id if hasattr(engine, "pad_id") else (self.tokenizer.pad_token_id or 0)
         stops = getattr(engine, "stop_ids", None) or [self.tokenizer.eos_token_id]
         self.stop_id = stop_id_for(self.tokenizer, stops)
@@ -303,6 +310,10 @@ class Trainer:
         with self._gen_autocast():
             records = sample_and_verify(self.engine, self.task, self.local_problems(step), sampling,
                                         progress=False, timer=t)
+        sleep = getattr(self.engine, "sleep", None)
+        if sleep is not None:  # a colocated vLLM frees its GPU memory for the update
+            with t("sync_weights"):
+                sleep()
         with t("adv"):
             samples = make_samples(records, task_name=self.task_name, stop_id=self.stop_id, step=step)
             if self.spec.uses_teacher:

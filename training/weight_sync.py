@@ -1,13 +1,15 @@
 """After each update, generation must use the new weights: push them into the rollout engine.
 
-Three cases:
+Four cases:
 
 * ``hf`` engine wrapping the policy module itself (one process, no FSDP, the CPU default):
   nothing to do, the engine samples from the very parameters the optimizer just changed.
 * ``hf`` engine on its own unsharded copy (FSDP: the policy is sharded across ranks, but each
   rank samples its prompts alone, which a sharded module cannot do without lock-step
   collectives): the full state dict is gathered on every rank and loaded into the copy.
-* ``vllm`` engine: the gathered weights are handed to vLLM's model through ``LLM.apply_model``
+* the colocated ``vllm`` engine of training (``training.vllm_colocate``): it streams the weights
+  into its own model per rank and per chunk (``load_policy_weights``); no full state dict.
+* any other ``vllm`` engine: the gathered weights are handed to vLLM's model through ``LLM.apply_model``
   (``model.load_weights`` takes Hugging Face names), then the prefix cache is reset because its
   KV entries were computed with the old weights. vLLM's V1 engine runs the model in a separate
   process unless ``VLLM_ENABLE_V1_MULTIPROCESSING=0``; with multiprocessing the function and
@@ -37,6 +39,9 @@ def push_weights(engine: Any, policy: torch.nn.Module) -> str:
     """Make ``engine`` generate with ``policy``'s current weights; returns what was done."""
     if engine_shares_policy(engine, policy):
         return "shared"
+    if hasattr(engine, "load_policy_weights"):
+        engine.load_policy_weights(policy)
+        return "streamed"
     weights = gathered_weights(policy)
     if hasattr(engine, "update_weights"):  # an engine that implements the hook itself
         engine.update_weights(weights)
