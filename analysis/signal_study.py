@@ -82,7 +82,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--save-token-logprobs", action=argparse.BooleanOptionalAction, default=False,
                    help="keep every row's per-token teacher log-probs in OUT/token_logprobs.npz for "
-                   "`mopd-eval tokens` (docs/tokens.md; default off: it adds about a third to the run's disk)")
+                   "`mopd-eval tokens` (docs/tokens.md; default off: it adds 16%% to the default study's disk)")
 
 
 @dataclass

@@ -59,7 +59,8 @@ def divergence_profile(result: dict) -> Figure:
     return fig
 
 
-def _dots(ax, result: dict, metrics: list[tuple[str, str, str]], conds: list[str], *, ref: float) -> None:
+def _dots(ax, result: dict, metrics: list[tuple[str, str, str]], conds: list[str], *, ref: float,
+          legend: str) -> None:
     y = np.arange(len(conds))
     step = 0.5 / max(len(metrics), 1)
     for k, (m, color, name) in enumerate(metrics):
@@ -72,7 +73,7 @@ def _dots(ax, result: dict, metrics: list[tuple[str, str, str]], conds: list[str
     ax.grid(axis="y", visible=False)
     for edge in y[:-1] + 0.5:
         ax.axhline(edge, color="0.9", lw=0.6)
-    ax.legend(fontsize=7, frameon=False, loc="lower right")
+    ax.legend(fontsize=7, frameon=True, framealpha=0.9, loc=legend)
 
 
 def token_summary(result: dict) -> Figure:
@@ -81,15 +82,15 @@ def token_summary(result: dict) -> Figure:
     colors = condition_colors(conds)
     fig = Figure(figsize=(13, 0.42 * len(conds) + 1.8), layout="constrained")
     a, b, c = fig.subplots(1, 3, sharey=True)
-    _dots(a, result, [("div_at_fail", FAIL, "failures"), ("div_at_succ", SUCC, "successes")], conds, ref=0)
+    _dots(a, result, [("div_at_fail", FAIL, "failures"), ("div_at_succ", SUCC, "successes")], conds, ref=0, legend="lower left")
     a.set_title(f"A_t at divergence (token + next {result['window'] - 1})")
     a.set_xlabel("mean A_t (nats)")
-    _dots(b, result, [("ans_in_fail", FAIL, "failures"), ("ans_in_succ", SUCC, "successes")], conds, ref=0)
+    _dots(b, result, [("ans_in_fail", FAIL, "failures"), ("ans_in_succ", SUCC, "successes")], conds, ref=0, legend="lower left")
     b.set_title("A_t inside the final answer")
     b.set_xlabel("mean A_t (nats)")
     _dots(c, result, [("auc_seq_mean", "0.35", "mean log-prob (Table 7)"),
                       ("auc_adv_answer", colors.get("2s1f", "#009E73"), "Σ A_t over answer"),
-                      ("auc_adv_suffix", "#0072B2", "Σ A_t over divergent suffix")], conds, ref=0.5)
+                      ("auc_adv_suffix", "#0072B2", "Σ A_t over divergent suffix")], conds, ref=0.5, legend="lower right")
     c.set_title("success-vs-failure AUC per prompt")
     c.set_xlabel("AUC (0.5 = chance)")
     fig.suptitle("Token-level teacher signal per condition (mean over prompts, 95% bootstrap CI)", fontsize=10)
