@@ -81,7 +81,7 @@ def fake_vllm(monkeypatch):
     inputs = types.ModuleType("vllm.inputs")
     inputs.TokensPrompt = lambda prompt_token_ids: {"prompt_token_ids": prompt_token_ids}
     platforms = types.ModuleType("vllm.platforms")
-    platforms.current_platform = types.SimpleNamespace(is_cpu=lambda: False)
+    platforms.current_platform = types.SimpleNamespace(is_cpu=lambda: False, is_sleep_mode_available=lambda: True)
     for name, mod in (("vllm", vllm), ("vllm.inputs", inputs), ("vllm.platforms", platforms)):
         monkeypatch.setitem(sys.modules, name, mod)
     monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
@@ -137,6 +137,16 @@ def test_without_sleep_mode_the_engine_stays_awake(fake_vllm, tiny_model_dir, tm
     assert llm.kwargs["gpu_memory_utilization"] == 0.45 and llm.kwargs["enable_sleep_mode"] is False
     assert not any(e[0] in ("sleep", "wake_up") for e in llm.events)
     assert ("reset_prefix_cache",) in llm.events
+
+
+def test_sleep_mode_is_skipped_where_vllm_has_none(fake_vllm, tiny_model_dir, tmp_path):
+    sys.modules["vllm.platforms"].current_platform.is_sleep_mode_available = lambda: False  # e.g. vLLM's CPU build
+    torch.set_num_threads(1)
+    with pytest.warns(UserWarning, match="no sleep mode"):
+        train(load_config(_config(tmp_path, tiny_model_dir, max_steps=1, vllm_enable_sleep_mode=True), algo="grpo"))
+    (llm,) = fake_vllm.instances
+    assert llm.kwargs["enable_sleep_mode"] is False
+    assert not any(e[0] in ("sleep", "wake_up") for e in llm.events)
 
 
 def test_weight_chunks_and_tensor_parallel_split():

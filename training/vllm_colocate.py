@@ -30,6 +30,7 @@ API instead.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -63,6 +64,10 @@ class ColocatedVLLM:
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         self.info, self.tp = info, tp
         self.tp_group = _tp_group(info, tp)
+        if enable_sleep_mode and not sleep_mode_available():
+            warnings.warn("vllm_enable_sleep_mode: this vLLM platform has no sleep mode (vLLM offers it on "
+                          "CUDA, ROCm and XPU); the engine keeps its memory during the update", stacklevel=2)
+            enable_sleep_mode = False
         self.engine = VLLMEngine(
             model_path, tensor_parallel_size=tp,
             gpu_memory_utilization=gpu_memory_utilization or DEFAULT_GPU_MEMORY_UTILIZATION,
@@ -72,7 +77,7 @@ class ColocatedVLLM:
         )
         self.llm = self.engine.llm
         self.tokenizer, self.stop_ids = self.engine.tokenizer, self.engine.stop_ids
-        self.sleep_mode = bool(enable_sleep_mode) and hasattr(self.llm, "sleep")
+        self.sleep_mode = bool(enable_sleep_mode)
         self.asleep = False
 
     def generate(self, prompt_ids: list[list[int]], n: int, temperature: float, top_p: float,
@@ -151,6 +156,14 @@ def split_back(outputs: list, sizes: Sequence[int], index: int) -> list:
     """The slice of ``outputs`` (all ranks' prompts, in rank order) that belongs to ``index``."""
     start = sum(sizes[:index])
     return outputs[start:start + sizes[index]]
+
+
+def sleep_mode_available() -> bool:
+    """Whether the installed vLLM can sleep on this platform (``Platform.is_sleep_mode_available``)."""
+    from vllm.platforms import current_platform
+
+    check = getattr(current_platform, "is_sleep_mode_available", None)
+    return bool(check()) if check is not None else False
 
 
 def _tp_group(info: DistInfo, tp: int):
