@@ -29,6 +29,7 @@ on the prompts both define, as Table 7 does.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -352,6 +353,8 @@ def token_study(store: TokenLogprobs, frame: pd.DataFrame, rollouts: Sequence[Ro
         "labels": {c.name: c.label for c in order_conditions(order)},
         "reference": "student store" if reference is not None else "base (question-only teacher)",
         "metrics": list(METRICS), "metric_labels": LABELS, "counts": divergence_counts(targets),
+        # rows of the sample set left out for want of log-probs (a student store without them)
+        "rows_without_logprobs": int(len(select_sample_set(frame, sample_set)) - table.n_rows.sum()),
         **summarize_table(table, profiles, order, n_boot=n_boot, seed=seed),
     }
     return {"table": table, "targets": targets, "profiles": profiles, "result": result}
@@ -512,5 +515,8 @@ def run(args) -> int:
             print("mopd-eval tokens: no chromium; viewer.png not made (apt-get install -y chromium)")
         else:
             screenshot(out / "viewer.html", out / "viewer.png", fragment=args.screenshot)
+    if result["rows_without_logprobs"]:
+        print(f"mopd-eval tokens: {result['rows_without_logprobs']} rows have no log-probs in the store or the "
+              "student store and are left out", file=sys.stderr)
     print(f"token-level analysis of {len(store.rows)} rows in {out}/: tokens.md, tokens.json, figures, viewer.html")
     return 0

@@ -130,6 +130,13 @@ def run(tiny_model_dir, tmp_path_factory):
     return d / "sig"
 
 
+@pytest.fixture(scope="module")
+def rollouts_of_run(run):
+    from mopd_eval.records import read_rollouts
+
+    return read_rollouts(run.parent / "r.jsonl")
+
+
 def test_tokens_command_writes_the_report(run):
     out = run / "tokens"
     for name in ("tokens.json", "tokens.md", "token_metrics.csv", "per_prompt.csv", "profile.csv",
@@ -193,6 +200,24 @@ def test_teacher_minus_student_uses_the_student_store(run, tmp_path):
     a = json.loads((tmp_path / "t" / "tokens.json").read_text())
     b = json.loads((run / "tokens" / "tokens.json").read_text())
     assert a["reference"] == "student store" and a["summary"] == b["summary"]
+
+
+def test_rows_a_student_store_lacks_are_counted_and_left_out(run, rollouts_of_run):
+    from analysis.aggregate import select_sample_set
+    from analysis.scores import load_scores
+    from analysis.token_logprobs import TokenLogprobs
+    from analysis.tokens import token_study
+
+    store = load_token_logprobs(run / STORE_FILE)
+    student = TokenLogprobs(store.path, store.meta, {k: v for k, v in store.rows.items() if k[1] != "p1"},
+                            store.tokens)
+    frame = load_scores(run / "teacher_scores.jsonl")
+    full = token_study(store, frame, rollouts_of_run, n_boot=10)
+    part = token_study(store, frame, rollouts_of_run, reference=student, n_boot=10)
+    assert full["result"]["rows_without_logprobs"] == 0
+    kept = select_sample_set(frame, "both_present_effective")  # the rows the analysis reads
+    assert part["result"]["rows_without_logprobs"] == (kept.problem_id == "p1").sum() > 0
+    assert set(part["table"][part["table"].n_rows > 0].problem_id) == {"p2", "p3"}
 
 
 # --------------------------------------------------------------------------- the viewer in a browser
