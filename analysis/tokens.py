@@ -44,7 +44,7 @@ from analysis.token_logprobs import TokenLogprobs
 from mopd_eval.code_extract import extract_code
 from mopd_eval.errors import InputError
 from mopd_eval.records import Rollout, group_rollouts
-from mopd_eval.verifiers.math_answer import _BOX_RE, _NUMBER_RE, last_boxed
+from mopd_eval.verifiers.math_answer import last_boxed_span, last_number_span
 
 DEFAULT_WINDOW = 3
 PROFILE = tuple(range(-4, 13))  # positions relative to the divergence token in the figure
@@ -122,14 +122,10 @@ def answer_char_span(text: str, task: str) -> tuple[int, int] | None:
         code = extract_code(text).strip()
         start = text.rfind(code) if code else -1
         return None if start < 0 else (start, start + len(code))
-    boxed = last_boxed(text)
-    if boxed:
-        box_start = [m.end() for m in _BOX_RE.finditer(text)][-1]
-        start = text.find(boxed, box_start)
-        if start >= 0:
-            return start, start + len(boxed)
-    numbers = list(_NUMBER_RE.finditer(text))
-    return (numbers[-1].start(), numbers[-1].end()) if numbers else None
+    boxed = last_boxed_span(text)
+    if boxed is not None and boxed[1] > boxed[0]:
+        return boxed
+    return last_number_span(text)
 
 
 def token_span(pieces: Sequence[str], span: tuple[int, int] | None) -> tuple[int, int] | None:

@@ -20,6 +20,7 @@ REGENERATE = {
     "bench": "mopd-eval bench --task T --model M -n 8 --out reports/bench/T",
     "diversity": "mopd-eval diversity --run NAME=FILE ... --out reports/diversity",
     "training": "mopd-eval train --algo sdpo|mopd --config configs/...; mopd-eval train-report RUN_DIR...",
+    "signal/tokens": 'mopd-eval signal --save-token-logprobs; mopd-eval tokens --run reports/signal --screenshot "p=12&c=primary"',
 }
 
 
@@ -57,6 +58,24 @@ def _signal(d: Path) -> list[str]:
     return out
 
 
+def _ci(v: dict | None) -> str:
+    if not v or v.get("diff") is None:
+        return "—"
+    return f"{v['diff']:+.3f} [{v['ci_low']:+.3f}, {v['ci_high']:+.3f}] ({v['n_prompts']})"
+
+
+def _tokens(d: Path) -> list[str]:
+    t = json.loads((d / "tokens.json").read_text())
+    out = ["Paired against the question-only teacher, 95% bootstrap CI over prompts (prompts): the "
+           "success − failure gap of A_t at the divergence token and in the answer span, and the change "
+           "of the answer-span success AUC. Viewer: [`signal/tokens/viewer.html`](signal/tokens/viewer.html).", "",
+           "| condition | divergence gap | answer-span gap | answer-span AUC − base |", "|---|---:|---:|---:|"]
+    for cond, v in t["vs_base"].items():
+        out.append(f"| {t['labels'].get(cond, cond)} | {_ci(v.get('div_gap'))} | {_ci(v.get('ans_gap'))} | "
+                   f"{_ci(v.get('auc_answer_logprob'))} |")
+    return out
+
+
 def _bench(files: list[Path], root: Path) -> list[str]:
     out = ["| report | task | model | n | problems | mean@n | pass@1 | pass@n |", "|---|---|---|---:|---:|---:|---:|---:|"]
     for f in files:
@@ -90,6 +109,7 @@ def build_index(reports: str | Path = "reports") -> str:
              "and the command that regenerates it. Open each folder's README for details.", ""]
     sections = [
         ("signal", "Teacher-signal study (Table 7, Figure 4)", lambda d: _signal(d) if (d / "metrics.json").exists() else None),
+        ("signal/tokens", "Token-level teacher signal", lambda d: _tokens(d) if (d / "tokens.json").exists() else None),
         ("bench", "Benchmarks", lambda d: _bench(sorted(d.rglob("results.json")), root) if any(d.rglob("results.json")) else None),
         ("diversity", "Diversity (Table 8, Figure 5)", lambda d: _diversity(d) if (d / "summary.json").exists() else None),
         ("training", "Training runs", lambda d: _training(d)),

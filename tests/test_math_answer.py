@@ -102,3 +102,14 @@ def test_arith_problems_are_seeded_and_graded():
     v = task.verify([p, p, p, p], [f"{p.meta['expression']} = {ans}", rf"\boxed{{{ans}}} not 3", f"It is {int(ans) + 1}.", ""])
     assert [x.success for x in v] == [True, True, False, False]
     assert v[3].status == "no_answer"
+
+
+def test_answer_spans_point_at_the_answer_text():
+    from mopd_eval.verifiers.math_answer import last_boxed_span, last_number_span
+
+    t = "first \\boxed{1} then \\boxed{ 2{,}000 } end 5"
+    s, e = last_boxed_span(t)
+    assert t[s:e] == "2{,}000"
+    assert last_boxed_span("\\boxed{open") is None and last_boxed_span("none") is None
+    s, e = last_number_span("a 12 b -3.5 c")
+    assert "a 12 b -3.5 c"[s:e] == "-3.5" and last_number_span("none") is None

@@ -18,10 +18,11 @@ _BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*")
 _NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 
 
-def last_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` (or ``\\fbox``), with nested braces; None if absent.
+def last_boxed_span(text: str) -> tuple[int, int] | None:
+    """Character range ``[start, end)`` of the last ``\\boxed{...}`` (or ``\\fbox``) content,
+    surrounding spaces excluded, with nested braces; None if absent or the last box is unclosed.
 
-    ``\\boxed 5`` (no braces) yields the next token. An unclosed last box yields None.
+    ``\\boxed 5`` (no braces) gives the range of the next token.
     """
     starts = [m.end() for m in _BOX_RE.finditer(text)]
     for start in reversed(starts):
@@ -33,18 +34,35 @@ def last_boxed(text: str) -> str | None:
                 elif text[i] == "}":
                     depth -= 1
                     if depth == 0:
-                        return text[start + 1 : i].strip()
+                        inner = text[start + 1 : i]
+                        lead = len(inner) - len(inner.lstrip())
+                        return start + 1 + lead, start + 1 + lead + len(inner.strip())
             return None
         m = re.match(r"[^\s$]+", text[start:])
         if m:
-            return m.group(0)
+            return start, start + m.end()
     return None
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}`` (or ``\\fbox``), with nested braces; None if absent.
+
+    ``\\boxed 5`` (no braces) yields the next token. An unclosed last box yields None.
+    """
+    span = last_boxed_span(text)
+    return None if span is None else text[span[0] : span[1]]
+
+
+def last_number_span(text: str) -> tuple[int, int] | None:
+    """Character range of the last number written in ``text``, or None."""
+    found = list(_NUMBER_RE.finditer(text))
+    return (found[-1].start(), found[-1].end()) if found else None
 
 
 def last_number(text: str) -> str | None:
     """The last number written in ``text`` (thousands separators dropped), or None."""
-    found = _NUMBER_RE.findall(text)
-    return found[-1].replace(",", "") if found else None
+    span = last_number_span(text)
+    return None if span is None else text[span[0] : span[1]].replace(",", "")
 
 
 def _strip_latex(s: str) -> str:
