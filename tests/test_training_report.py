@@ -58,3 +58,27 @@ def test_one_step_runs_and_steps_without_context_are_reported(tmp_path):
     text = context_summary(one / "metrics.jsonl")
     assert "0.0% of samples had a teacher context over 1 steps; 1 step had none" in text
     assert "update skipped" in no_context_message("2s1f") and "'2s1f'" in no_context_message("2s1f")
+
+
+def test_heldout_table_pairs_problems_and_pools_seeds(tmp_path):
+    from mopd_eval.errors import InputError
+    from training.heldout import heldout_table, load_rates, main
+
+    base = {"p1": 0.0, "p2": 0.5, "p3": 1.0, "p4": 0.5}
+    better = {k: min(1.0, v + 0.25) for k, v in base.items()}
+    rows = heldout_table([("base", base), ("A", better), ("A", base)], "base", n_boot=2000)
+    a = next(r for r in rows if r["name"] == "A")
+    assert a["seeds"] == 2 and a["mean"] == pytest.approx((0.5 + 0.6875) / 2)
+    assert a["diff_vs_base"] == pytest.approx(0.09375)
+    # paired: every resample moves A up by the same per-problem gains, so the CI stays above 0
+    assert 0 < a["diff_ci95"][0] <= a["diff_vs_base"] <= a["diff_ci95"][1]
+    with pytest.raises(InputError, match="other problems"):
+        heldout_table([("base", base), ("B", {"p1": 1.0})], "base")
+    for name, rates in (("base", base), ("A", better)):
+        d = tmp_path / name
+        d.mkdir()
+        per = {k: {"successes": int(4 * v), "samples": 4} for k, v in rates.items()}
+        (d / "results.json").write_text(json.dumps({"per_problem": per}))
+    assert load_rates(tmp_path / "A") == better
+    assert main([f"base={tmp_path / 'base'}", f"A={tmp_path / 'A'}", "--base", "base", "--out", str(tmp_path)]) == 0
+    assert "| A | 1 | 4 |" in (tmp_path / "heldout.md").read_text()
