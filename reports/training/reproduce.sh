@@ -1,27 +1,25 @@
 #!/bin/bash
-# Regenerates reports/training from scratch on one CPU (about 15 minutes of training and 5 of
-# benchmarking per run on a quiet 2-core machine; much longer when the machine is shared).
-# SDPO and MOPD run side by side so that both see the same machine load.
+# Regenerates reports/training from scratch on one CPU: the learning study (study.sh: GRPO, SDPO
+# and MOPD side by side, seeds 0 and 1, 30 steps), the held-out benchmark of the base model and of
+# every final checkpoint, the train-report figures and tables, and the trainer-vs-TRL bench.
+# About 100 minutes for the study on a loaded 2-core machine; see README.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-export OMP_NUM_THREADS=1   # one thread per process: two processes on two cores, no oversubscription
-for algo in sdpo mopd; do
-  .venv/bin/mopd-eval train --algo $algo --config configs/${algo}_arith.yaml output_dir=out/train/${algo}-arith &
-done
-wait
-for model in smollm2-135m out/train/sdpo-arith/checkpoint-3 out/train/mopd-arith/checkpoint-3; do
-  name=$(basename "$(dirname "$model")" | sed 's/-arith//'); [ "$model" = smollm2-135m ] && name=base
-  .venv/bin/mopd-eval bench --task arith --data reports/training/heldout_arith_L12_seed1000.jsonl \
-      --model "$model" -n 8 --max-tokens 32 --seed 1000 --out out/train/bench/$name &
-done
-wait
-for a in sdpo mopd; do
-  mkdir -p reports/training/runs/$a
-  cp out/train/$a-arith/{metrics.jsonl,rollouts.jsonl,train_config.json} reports/training/runs/$a/
-done
-for a in base sdpo mopd; do
-  mkdir -p reports/training/bench/$a
-  cp out/train/bench/$a/{results.json,table.md,bench_config.json,samples.jsonl} reports/training/bench/$a/
-done
-.venv/bin/mopd-eval train-report reports/training/runs/sdpo reports/training/runs/mopd \
-    --names SDPO,MOPD --skip-steps 0 --out reports/training
+R=reports/training
+export OMP_NUM_THREADS=1
+bash $R/study.sh
+bench() {  # NAME MODEL: 40 held-out problems (seed 1000, levels 1-2), 4 samples each, as in training
+  .venv/bin/mopd-eval bench --task arith --model "$2" --per-level 20 --levels 1,2 -n 4 --max-tokens 48 \
+      --temperature 1.0 --seed 1000 --out $R/bench/$1
+}
+bench base smollm2-135m
+runs=()
+for algo in grpo sdpo mopd; do for seed in 0 1; do
+  bench $algo-s$seed $R/$algo-s$seed/checkpoint-30
+  runs+=($R/$algo-s$seed)
+done; done
+.venv/bin/mopd-eval train-report "${runs[@]}" --names GRPO,GRPO,SDPO,SDPO,MOPD,MOPD --out $R
+.venv/bin/python -m training.heldout --base base base=$R/bench/base \
+    GRPO=$R/bench/grpo-s0 GRPO=$R/bench/grpo-s1 SDPO=$R/bench/sdpo-s0 SDPO=$R/bench/sdpo-s1 \
+    MOPD=$R/bench/mopd-s0 MOPD=$R/bench/mopd-s1 --out $R
+.venv/bin/python benchmarks/bench_trainer.py --steps 3 --out $R/bench_trainer   # needs the bench extra (trl)
