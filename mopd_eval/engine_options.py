@@ -266,9 +266,12 @@ def _check_vllm(o: EngineOptions, bad) -> None:
 
 def attention_implementations() -> list[str]:
     """The attention implementation names transformers registers, and ``eager``."""
-    from transformers import AttentionInterface
+    try:
+        from transformers import AttentionInterface
 
-    return ["eager", *AttentionInterface._global_mapping]
+        return ["eager", *AttentionInterface._global_mapping]
+    except (ImportError, AttributeError):  # a transformers without the public registry
+        return ["eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention"]
 
 
 def make_engine(model: str | os.PathLike[str], options: EngineOptions, *, purpose: str = "both"):
