@@ -68,3 +68,27 @@ def test_dtype_reaches_the_loaded_model(tmp_path):
     assert torch_dtype("auto") == torch.float32 and torch_dtype(torch.float16) == torch.float16
     with pytest.raises(ValueError):
         torch_dtype("int8")
+
+
+def test_bench_bf16_compare_finds_the_largest_change_and_flipped_conclusions():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_bf16 import compare
+
+    def stat(mean, lo, hi):
+        return {"mean": mean, "ci_low": lo, "ci_high": hi, "n_prompts": 10}
+
+    def pair(diff, p):
+        return {"diff": diff, "p_value": p, "n_prompts": 10, "ci_low": None, "ci_high": None}
+
+    a = {"conditions": {"base": {"auroc": stat(0.6, 0.5, 0.7)}, "x": {"auroc": stat(0.7, 0.6, 0.8)}},
+         "paired": {"x-vs-base": {"auroc": pair(0.1, 0.01)}}}
+    b = {"conditions": {"base": {"auroc": stat(0.61, 0.5, 0.7)}, "x": {"auroc": stat(0.73, 0.6, 0.8)}},
+         "paired": {"x-vs-base": {"auroc": pair(0.12, 0.2)}}}
+    out = compare(a, b)
+    assert out["largest_mean_change"]["condition"] == "x"
+    assert abs(out["largest_mean_change"]["ratio"] - 0.3) < 1e-9  # 0.03 / half-width 0.1
+    assert out["paired_changed"] == [{"pair": "x-vs-base", "metric": "auroc", "fp32": 1, "bf16": 0,
+                                      "p_fp32": 0.01, "p_bf16": 0.2}]
