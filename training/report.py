@@ -152,6 +152,8 @@ def plot_curves(groups: dict[str, list[pd.DataFrame]], path: Path, smooth: int =
     fig, axes = plt.subplots(1, len(keys), figsize=(4.0 * len(keys), 3.4))
     for ax, (key, title, window) in zip(axes, keys, strict=True):
         for i, (name, frames) in enumerate(groups.items()):
+            if key == "teacher/context_fraction" and not any("teacher/prompt_length/mean" in f for f in frames):
+                continue  # no teacher (GRPO): a flat 0 would read as "never had a context"
             band = seed_band(frames, key, window)
             if band.empty:
                 continue
