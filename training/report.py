@@ -97,7 +97,8 @@ def time_breakdown(runs: dict[str, pd.DataFrame | list[pd.DataFrame]], skip_step
         table[name] = col
     out = pd.DataFrame(table)
     for name in names[1:]:
-        out[f"{name} / {names[0]}"] = out[name] / out[names[0]]
+        # a ratio to 0 (e.g. the context fraction of a run without a teacher) is undefined, not inf
+        out[f"{name} / {names[0]}"] = (out[name] / out[names[0]]).replace([float("inf"), -float("inf")], float("nan"))
         for count in ("steps averaged", "runs (seeds)", NO_CONTEXT_ROW):
             out.loc[count, f"{name} / {names[0]}"] = float("nan")
     return out
