@@ -4,7 +4,9 @@ Same model (the embedded SmolLM2-135M-Instruct), same arith prompts in the same 
 problems of seed 2000, the order of our trainer's step stream), same group size (``--prompts``
 prompts x ``--generations`` rollouts per step; GKD has no groups, so each prompt is repeated
 ``--generations`` times in its batch), same completion length, temperature 1, same threads and
-precision. Each (algorithm, precision, trainer) runs ``--steps`` optimisation steps in a fresh
+precision, activation checkpointing set alike on both (``--gradient-checkpointing``, default off;
+TRL's GRPOConfig and SFTConfig/GKDConfig default it to on, so runs made before this flag compared
+TRL with checkpointing against ours without). Each (algorithm, precision, trainer) runs ``--steps`` optimisation steps in a fresh
 process, ours and TRL's alternating ``--rounds`` times, so machine load drifts affect both.
 Reported: seconds per step (mean over the steps after the first, which pays one-time costs), the
 process's peak RSS, and ours/TRL ratios. OPD and GKD both use an external frozen teacher (the same
@@ -66,6 +68,7 @@ def run_ours(args) -> list[float]:
         "lr_scheduler_type": "constant", "warmup_steps": 0, "max_steps": args.steps,
         "gradient_accumulation_steps": 1, "bf16": args.precision == "bf16", "report_to": "none",
         "output_dir": tempfile.mkdtemp(prefix="bench-ours-"), "seed": 0,
+        "gradient_checkpointing": args.gradient_checkpointing == "on",
     }
     if args.algo == "opd":
         overrides.update(teacher_model_name_or_path=MODEL, beta=0.5)
@@ -102,7 +105,8 @@ def _common_trl_args(args, out: str) -> dict:
     return {"output_dir": out, "max_steps": args.steps, "learning_rate": 1e-6, "lr_scheduler_type": "constant",
             "per_device_train_batch_size": args.prompts * args.generations, "gradient_accumulation_steps": 1,
             "bf16": args.precision == "bf16", "use_cpu": True, "report_to": "none", "save_strategy": "no",
-            "logging_steps": 1, "seed": 0, "dataloader_num_workers": 0}
+            "logging_steps": 1, "seed": 0, "dataloader_num_workers": 0,
+            "gradient_checkpointing": args.gradient_checkpointing == "on"}
 
 
 def run_trl_grpo(args) -> list[float]:
@@ -171,7 +175,8 @@ def worker(args) -> None:
 def _spawn(args, who: str, algo: str, precision: str) -> dict:
     cmd = [sys.executable, __file__, "--worker", who, "--algo", algo, "--precision", precision,
            "--steps", str(args.steps), "--prompts", str(args.prompts), "--generations", str(args.generations),
-           "--max-tokens", str(args.max_tokens), "--threads", str(args.threads)]
+           "--max-tokens", str(args.max_tokens), "--threads", str(args.threads),
+           "--gradient-checkpointing", args.gradient_checkpointing]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=args.timeout)
@@ -210,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--generations", type=int, default=8)
     p.add_argument("--max-tokens", type=int, default=48)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--gradient-checkpointing", choices=["on", "off"], default="off",
+                   help="activation checkpointing on both sides (TRL's GRPOConfig/SFTConfig default it to "
+                        "on, ours to off; runs before this flag used those defaults)")
     p.add_argument("--timeout", type=int, default=3600)
     p.add_argument("--out", type=Path, default=ROOT / "reports" / "training" / "bench_trainer")
     p.add_argument("--worker", choices=["ours", "trl"], help=argparse.SUPPRESS)
@@ -235,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     table = to_markdown(results)
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
-    meta = {k: getattr(args, k) for k in ("rounds", "steps", "prompts", "generations", "max_tokens", "threads")}
+    meta = {k: getattr(args, k) for k in ("rounds", "steps", "prompts", "generations", "max_tokens", "threads",
+                                          "gradient_checkpointing")}
     meta["load_average_at_end"] = os.getloadavg()
     (args.out / "results.json").write_text(json.dumps({"settings": meta, "results": results}, indent=2) + "\n")
     (args.out / "table.md").write_text(table)
