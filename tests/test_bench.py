@@ -213,3 +213,22 @@ def test_pass_at_k_stderr_is_a_seeded_bootstrap_over_problems():
     assert se == bootstrap_stderr(x, draws=4000)  # seeded
     assert abs(se[0] - x[:, 0].std(ddof=1) / np.sqrt(400)) < 0.1 * se[0]  # the plain SE of a mean
     assert bootstrap_stderr(x[:1]) == [None, None]
+
+
+@pytest.mark.parametrize("bad", [["--temperature", "-1"], ["--model", "/nonexistent/model"], ["--top-p", "0"]])
+def test_bad_settings_write_nothing_and_the_corrected_run_is_not_refused(tiny_model_dir, tmp_path, capsys, bad):
+    out = tmp_path / "o"
+    args = bench_args(tiny_model_dir, out, ["arith"])
+    assert main(args + bad) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1  # one line, no traceback
+    assert not out.exists()
+    assert main(args) == 0
+
+
+def test_an_output_path_that_is_a_file_is_one_line_exit_2(tiny_model_dir, tmp_path, capsys):
+    taken = tmp_path / "taken"
+    taken.write_text("not a directory\n")
+    assert main(bench_args(tiny_model_dir, taken, ["arith"])) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and str(taken) in err
+    assert taken.read_text() == "not a directory\n"

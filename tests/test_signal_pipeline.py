@@ -187,3 +187,13 @@ def test_a_response_that_disagrees_with_its_token_ids_is_refused(rollouts, tiny_
     assert main(args) == 2
     assert f"{edited}:3: field 'meta.response_token_ids'" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
+
+
+def test_a_bad_model_leaves_no_work_directory(rollouts, tmp_path, capsys):
+    out, _ = rollouts
+    report = tmp_path / "s"
+    assert main(["signal", "--rollouts", str(out), "--model", str(tmp_path / "missing"), "--out", str(report)]) == 2
+    assert "model" in capsys.readouterr().err
+    assert not report.exists()
+    assert main(["signal", "--rollouts", str(out), "--limit", "0", "--out", str(report)]) == 2
+    assert "--limit" in capsys.readouterr().err
