@@ -8,7 +8,7 @@ from pathlib import Path
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="output_dir of each run (holds metrics.jsonl)")
-    p.add_argument("--names", help="comma-separated run names (default: each run's algo)")
+    p.add_argument("--names", help="comma-separated run names (default: each run's algo); runs with the same name are seeds of one configuration, pooled into bands")
     p.add_argument("--skip-steps", type=int, default=1,
                    help="leave the first N steps out of the time means (warm-up; default 1)")
     p.add_argument("--out", required=True, type=Path, help="output directory")
