@@ -13,10 +13,13 @@ import argparse
 import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mopd_eval.errors import InputError
 from mopd_eval.tasks.base import Problem, Task
+
+if TYPE_CHECKING:
+    from mopd_eval.pipeline import SamplingConfig
 
 
 def int_list(text: str) -> tuple[int, ...]:
@@ -163,8 +166,10 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0, help="seed of sampling and of generated problems (arith)")
 
 
-def sampling_for(name: str, args: argparse.Namespace):
+def sampling_for(name: str, args: argparse.Namespace) -> SamplingConfig:
     """The ``SamplingConfig`` of task ``name``: the flags given, else the task's defaults."""
+    # Imported here: pipeline imports tasks.base, so a module-level import would run this
+    # package's __init__ half-done whenever pipeline is imported first.
     from mopd_eval.pipeline import SamplingConfig
 
     spec = get_spec(name)
