@@ -129,3 +129,8 @@ def test_cli_reports_bad_config_with_exit_2(tmp_path, capsys):
 def test_dataclass_round_trip():
     cfg = TrainConfig(algo="grpo", teacher="none", condition="base")
     assert TrainConfig(**cfg.to_dict()) == cfg
+
+
+def test_vllm_data_parallelism_is_refused_for_training():
+    with pytest.raises(InputError, match="torchrun"):
+        load_config(None, ["engine=vllm", "data_parallel_size=2"], algo="grpo")

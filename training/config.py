@@ -180,6 +180,11 @@ class TrainConfig:
             max_model_len=self.max_model_len, gpu_memory_utilization=self.gpu_memory_utilization,
             enforce_eager=self.enforce_eager, engine_args=self.engine_args,
         ).validated(flags=False)
+        if self.data_parallel_size != 1:
+            # Under torchrun each rank already runs its own colocated engine on its own prompts:
+            # that is the trainer's data parallelism; vLLM's own would double it.
+            raise InputError("training scales data parallelism with torchrun processes; vLLM's own "
+                             "data_parallel_size is for sampling and scoring commands", field="data_parallel_size")
         if self.engine == "hf":
             for name in ("dtype", "attn_implementation", "engine_args"):
                 if getattr(opts, name) not in ("auto", None, {}):
