@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from importlib.resources import files
 from pathlib import Path
 
-from analysis.teacher_scoring import ScoringStats, add_timing, score_rollouts
+from analysis.teacher_scoring import read_timing, score_rollouts
 from mopd_eval.contexts import (
     STUDY_CONDITIONS,
     Condition,
@@ -161,15 +161,15 @@ def canonical_order(rows: list[dict], inputs: StudyInputs) -> list[dict]:
 
 def merged_rows(out: Path, shard: Shard, rows: list[dict], inputs: StudyInputs) -> tuple[list[dict], dict]:
     """Rank 0, after the barrier: every rank's rows (the wanted ones) and summed timings."""
-    total = add_timing(timing_path(out, shard), ScoringStats())
+    wanted = {c.name for c in inputs.conditions}
+    total = read_timing(timing_path(out, shard))
     for other in shard.all()[1:]:
         log = score_run(out, {}, other).log_path
-        wanted = {c.name for c in inputs.conditions}
         pids = {g[0].problem_id for g in other.take(inputs.groups)}
         rows = rows + [r for _, r in iter_jsonl(log, allow_torn_tail=True)
                        if r["condition"] in wanted and r["problem_id"] in pids]
-        more = add_timing(timing_path(out, other), ScoringStats())
-        total = {k: total.get(k, 0) + more.get(k, 0) for k in set(total) | set(more)}
+        more = read_timing(timing_path(out, other))
+        total = {k: total[k] + more[k] for k in total}
     return canonical_order(rows, inputs), total
 
 

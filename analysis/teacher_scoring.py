@@ -199,10 +199,16 @@ def score_rollouts(
     return [r for r in rows if r["condition"] in wanted and r["problem_id"] in pids], stats
 
 
+def read_timing(path: Path) -> dict:
+    """The cost totals in ``path`` (every field of ``ScoringStats``; zeros when absent)."""
+    total = json.loads(path.read_text()) if path.exists() else {}
+    return {k: total.get(k, 0) for k in asdict(ScoringStats())}
+
+
 def add_timing(path: Path, stats: ScoringStats) -> dict:
     """Add this run's cost to the totals in ``path`` (resumed runs add up); return the totals."""
-    total = json.loads(path.read_text()) if path.exists() else {}
-    out = {k: total.get(k, 0) + v for k, v in asdict(stats).items()}
+    total = read_timing(path)
+    out = {k: total[k] + v for k, v in asdict(stats).items()}
     if stats.pairs_scored:
         write_json_atomic(path, out)
     return out

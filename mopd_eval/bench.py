@@ -51,6 +51,12 @@ CONFIG = "bench_config.json"
 RESULTS = "results.json"
 TABLE = "table.md"
 
+def _ranked(name: str, sfx: str) -> str:
+    """``samples.jsonl`` -> ``samples.rank0-of-2.jsonl``: a torchrun rank's own file."""
+    stem, _, rest = name.partition(".")
+    return f"{stem}{sfx}.{rest}"
+
+
 PARTIAL_LABEL = (
     "partial credit: mean over problems and samples of the fraction of tests passed (the "
     "reference code's LiveCodeBench 'mean@8'); equals the reward for single-verdict tasks; a lower "
@@ -91,7 +97,7 @@ def run_task(run: TaskRun, get_engine: Callable[[], object], cfg: SamplingConfig
     out = run.out_dir
 
     def files(sfx: str) -> tuple[Path, Path, Path]:
-        return out / f"samples{sfx}.jsonl.partial", out / f"bench_config{sfx}.json", out / f"samples{sfx}.jsonl"
+        return tuple(out / _ranked(name, sfx) for name in (PARTIAL, CONFIG, SAMPLES))
 
     rows = sample_into(SampledRun(files, run.config, "bench"), run.task, get_engine, run.problems, cfg,
                        lambda r: sample_row(r, run.task.name), chunk_problems=chunk_problems, rescore=rescore,

@@ -76,15 +76,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def prepare_runs(args: argparse.Namespace, names: list[str], data: dict, out: Path) -> list:
     """One ``(TaskRun, SamplingConfig)`` per task: problems loaded and content key built, before
     any model loads (a bad data file, engine option or ``--model`` fails in seconds and writes nothing)."""
-    from mopd_eval.engine_options import engine_options
+    from functools import cache
 
-    engine_options(args)  # the engine flags first: they need no file, no model
+    from mopd_eval.engine_options import engine_options
+    from mopd_eval.run_keys import model_key
+
+    options = engine_options(args)  # the engine flags first: they need no file, no model
+    # Resolved after the first task's data loaded (bad data fails first), and once for all tasks.
+    model = cache(lambda: model_key(args.model, options.key_fields()))
     runs: list = []
     try:
         for name in names:
-            task = task_from_args(name, args)
-            runs.append((_task_run(args, name, task, data[name], out / name if len(names) > 1 else out),
-                         sampling_for(name, args)))
+            sampling = sampling_for(name, args)
+            runs.append((_task_run(args, name, task_from_args(name, args), data[name], sampling, model,
+                                   out / name if len(names) > 1 else out), sampling))
     except BaseException:
         for r in [r for r, _ in runs]:
             r.task.close()
@@ -92,10 +97,9 @@ def prepare_runs(args: argparse.Namespace, names: list[str], data: dict, out: Pa
     return runs
 
 
-def _task_run(args: argparse.Namespace, name: str, task, data: str | None, out: Path):
+def _task_run(args: argparse.Namespace, name: str, task, data: str | None, sampling, model, out: Path):
     from mopd_eval.bench import TaskRun
-    from mopd_eval.engine_options import engine_options
-    from mopd_eval.run_keys import data_identity, model_key
+    from mopd_eval.run_keys import data_identity
 
     try:
         problems = task.load(data, limit=args.limit, seed=args.seed)
@@ -103,7 +107,7 @@ def _task_run(args: argparse.Namespace, name: str, task, data: str | None, out: 
             raise InputError(f"task {name!r} has no problems to run", field="--data")
         key = {"task": name, "task_options": task_options(name, args), "data": data,
                "data_sha256": data_identity(data), "limit": args.limit, "model_name": args.model,
-               **model_key(args.model, engine_options(args).key_fields()), "sampling": sampling_for(name, args).to_dict()}
+               **model(), "sampling": sampling.to_dict()}
     except BaseException:
         task.close()
         raise
